@@ -1,0 +1,153 @@
+"""Results store: one folder per run under `<results>/runs/<run_id>/`.
+
+Files (all written atomically): `run.json` (what produced the run: config, resolved hparams,
+versions, git commit, data fingerprints, timings), `status.json` (training state and per-target
+evaluation state), `per_case.parquet` (one row per evaluated image, every target), and
+`checkpoints/{best,last}.pt`. Corrupt or partial folders are reported, never silently used.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmark.errors import UserError
+from benchmark.io import atomic_write, atomic_write_text, folder_lock
+
+TRAIN_STATES = ("created", "training", "trained", "failed")
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601, second precision."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class RunRecord:
+    """A run folder's parsed run.json and status.json."""
+
+    run_id: str
+    path: Path
+    info: dict[str, Any]
+    status: dict[str, Any]
+
+    @property
+    def trained(self) -> bool:
+        return self.status.get("state") == "trained"
+
+
+class ResultsStore:
+    """Reads and writes run folders under `root/runs` (root defaults to ./results)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.runs_dir = self.root / "runs"
+
+    # --- writing ------------------------------------------------------------------------------
+    def ensure_writable(self) -> None:
+        """Create the runs folder, or raise a UserError naming it and the reason."""
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.runs_dir / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(f"results folder '{self.runs_dir}' is not writable: "
+                            f"{exc.strerror or exc}") from None
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def write_info(self, run_id: str, info: dict[str, Any]) -> None:
+        atomic_write_text(self.run_dir(run_id) / "run.json",
+                          json.dumps(info, indent=2, sort_keys=True, default=str))
+
+    def update_status(self, run_id: str, **changes: Any) -> dict[str, Any]:
+        """Merge `changes` into status.json under the run's lock; `targets` merge per key."""
+        folder = self.run_dir(run_id)
+        with folder_lock(folder):
+            status = self._read_json(folder / "status.json", missing_ok=True) or {
+                "state": "created", "targets": {}}
+            targets = changes.pop("targets", None)
+            status.update(changes)
+            if targets:
+                status.setdefault("targets", {}).update(targets)
+            status["updated"] = now_iso()
+            atomic_write_text(folder / "status.json", json.dumps(status, indent=2, default=str))
+        return status
+
+    def add_cases(self, run_id: str, target_key: str, cases: pd.DataFrame) -> None:
+        """Replace the rows of `target_key` in per_case.parquet (locked read-modify-write)."""
+        folder = self.run_dir(run_id)
+        path = folder / "per_case.parquet"
+        with folder_lock(folder):
+            frames = [cases.assign(target_key=target_key)]
+            if path.is_file():
+                old = pd.read_parquet(path)
+                frames.insert(0, old[old["target_key"] != target_key])
+            frame = pd.concat(frames, ignore_index=True)
+
+            def write(fh: Any) -> None:
+                buf = io.BytesIO()
+                frame.to_parquet(buf, index=False)
+                fh.write(buf.getvalue())
+
+            atomic_write(path, write)
+
+    # --- reading ------------------------------------------------------------------------------
+    def _read_json(self, path: Path, missing_ok: bool = False) -> dict[str, Any] | None:
+        if not path.is_file():
+            if missing_ok:
+                return None
+            raise UserError(f"run folder '{path.parent}' is incomplete: {path.name} is missing")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"'{path}' is corrupt: {exc}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"'{path}' is corrupt: expected a JSON object")
+        return data
+
+    def read(self, run_id: str) -> RunRecord:
+        """Load one run, or raise a UserError saying what is missing or corrupt."""
+        folder = self.run_dir(run_id)
+        if not folder.is_dir():
+            known = [p.name for p in self.runs_dir.glob("*") if p.is_dir()]
+            hint = f"; known runs: {', '.join(sorted(known)[:10])}" if known else ""
+            raise UserError(f"no run '{run_id}' under '{self.runs_dir}'{hint}")
+        info = self._read_json(folder / "run.json")
+        status = self._read_json(folder / "status.json")
+        assert info is not None and status is not None
+        for key in ("method", "source", "profile", "seed"):
+            if key not in info:
+                raise UserError(f"'{folder / 'run.json'}' is corrupt: key '{key}' is missing")
+        return RunRecord(run_id, folder, info, status)
+
+    def cases(self, run_id: str) -> pd.DataFrame:
+        """per_case.parquet of a run (empty frame when nothing was evaluated yet)."""
+        path = self.run_dir(run_id) / "per_case.parquet"
+        if not path.is_file():
+            return pd.DataFrame()
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for damaged files
+            raise UserError(f"'{path}' is corrupt: {exc}") from None
+
+    def list_runs(self) -> tuple[list[RunRecord], list[str]]:
+        """All readable runs, and one problem line per unreadable folder."""
+        records: list[RunRecord] = []
+        problems: list[str] = []
+        if not self.runs_dir.is_dir():
+            return records, problems
+        for folder in sorted(p for p in self.runs_dir.iterdir() if p.is_dir()):
+            try:
+                records.append(self.read(folder.name))
+            except UserError as exc:
+                problems.append(str(exc))
+        return records, problems

@@ -1,0 +1,91 @@
+"""The Domain contract: a named source of samples, synthetic or real, loaded as arrays.
+
+A Domain turns its source (generator parameters, DICOM files...) into a `DomainData` at the
+requested square image size. Images are float32 in [0, 1], bright = dense/calcification
+(MONOCHROME2), masks uint8 {0, 1}; spacing is (row, col) mm in the returned pixel grid.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class DomainData:
+    """All samples of one domain at one image size, stacked for fast training and evaluation."""
+
+    domain: str
+    images: np.ndarray  # (N, H, W) float32 in [0, 1]
+    masks: np.ndarray  # (N, H, W) uint8 in {0, 1}
+    spacing_mm: np.ndarray  # (N, 2) float64, (row, col) mm per pixel of `images`
+    patient_ids: list[str]
+    image_ids: list[str]
+    meta: list[dict[str, Any]] = field(default_factory=list)  # view, laterality, slice...
+    official_split: list[str] | None = None  # "train"/"test" where the dataset defines one
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if not self.meta:
+            self.meta = [{} for _ in range(n)]
+        lengths = {
+            "masks": len(self.masks),
+            "spacing_mm": len(self.spacing_mm),
+            "patient_ids": len(self.patient_ids),
+            "image_ids": len(self.image_ids),
+            "meta": len(self.meta),
+        }
+        bad = {k: v for k, v in lengths.items() if v != n}
+        if bad:
+            raise ValueError(f"domain {self.domain}: {n} images but {bad}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, index: np.ndarray | list[int]) -> DomainData:
+        """Rows `index` as a new DomainData (arrays are copied by fancy indexing)."""
+        idx = np.asarray(index, dtype=np.int64)
+        return DomainData(
+            domain=self.domain,
+            images=self.images[idx],
+            masks=self.masks[idx],
+            spacing_mm=self.spacing_mm[idx],
+            patient_ids=[self.patient_ids[i] for i in idx],
+            image_ids=[self.image_ids[i] for i in idx],
+            meta=[self.meta[i] for i in idx],
+            official_split=None
+            if self.official_split is None
+            else [self.official_split[i] for i in idx],
+        )
+
+
+class Domain(abc.ABC):
+    """A named source of samples. Subclasses: synthetic (TOML) and real-data adapters."""
+
+    name: str
+    synthetic: bool
+
+    @abc.abstractmethod
+    def fingerprint(self) -> str:
+        """A short hash identifying the data and its preprocessing (changes => new cache/run)."""
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Counts, spacing, source of truth, synthetic or real: for `bench data show`."""
+
+    @abc.abstractmethod
+    def load(self, image_size: int, cache_dir: Path, progress: Any = None) -> DomainData:
+        """Return every sample at `image_size` x `image_size`, from cache when possible.
+
+        `progress` is a `benchmark.progress.Progress`-like object (or None) used to report
+        long work such as generating or decoding images.
+        """
+
+    @property
+    def kind(self) -> str:
+        """'synthetic' or 'real': results of the two kinds never share a table."""
+        return "synthetic" if self.synthetic else "real"

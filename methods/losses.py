@@ -1,0 +1,23 @@
+"""Segmentation losses shared by the methods (binary, one logit channel)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def soft_dice_loss(logits: torch.Tensor, masks: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice per image, averaged over the batch (smooth 1 keeps empty masks finite)."""
+    probs = torch.sigmoid(logits).flatten(1)
+    target = masks.flatten(1)
+    inter = (probs * target).sum(1)
+    denom = probs.sum(1) + target.sum(1)
+    return (1.0 - (2.0 * inter + smooth) / (denom + smooth)).mean()
+
+
+def bce_dice_loss(logits: torch.Tensor, masks: torch.Tensor,
+                  bce_weight: float = 1.0, dice_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """BCE-with-logits plus soft Dice: the loss of the U-Net-family baselines."""
+    bce = F.binary_cross_entropy_with_logits(logits, masks)
+    dice = soft_dice_loss(logits, masks)
+    return {"loss": bce_weight * bce + dice_weight * dice, "bce": bce, "dice": dice}
