@@ -1,0 +1,1 @@
+"""Performance checks of harness components (wired to the CLI as `bench perf ...`)."""
