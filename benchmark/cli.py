@@ -1,0 +1,265 @@
+"""The `bench` command line (typer + rich). User mistakes exit with code 2 and one line."""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from benchmark.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="calcbench: single-source domain generalization benchmark for "
+                       "mammography microcalcification segmentation.")
+list_app = typer.Typer(no_args_is_help=True, help="List registered methods or domains.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect domains.")
+perf_app = typer.Typer(no_args_is_help=True, help="Performance benchmarks (ratios vs a "
+                                                  "reference measured in the same run).")
+app.add_typer(list_app, name="list")
+app.add_typer(data_app, name="data")
+app.add_typer(perf_app, name="perf")
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Turn UserError into one red line on stderr and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _reporter(no_progress: bool) -> Any:
+    from benchmark.progress import Reporter
+
+    return Reporter(console=console, plain=True if no_progress else None)
+
+
+ResultsOpt = Annotated[Path | None, typer.Option(
+    "--results-dir", help="results folder (default: $CALCBENCH_RESULTS or ./results)")]
+CacheOpt = Annotated[Path | None, typer.Option(
+    "--cache-dir", help="data cache (default: $CALCBENCH_CACHE or ~/.cache/calcbench)")]
+NoProgressOpt = Annotated[bool, typer.Option(
+    "--no-progress", help="plain log lines instead of progress bars")]
+
+
+def _dirs(results_dir: Path | None, cache_dir: Path | None) -> tuple[Path, Path]:
+    from benchmark.runner import default_cache_dir, default_results_dir
+
+    return results_dir or default_results_dir(), cache_dir or default_cache_dir()
+
+
+def _print_summary(outcome: Any, title: str) -> None:
+    table = Table(title=title)
+    for col in ("target", "images", "TPR (%)", "Pr (%)", "DSC (%)", "HD (mm)", "ASD (mm)"):
+        table.add_column(col, justify="left" if col == "target" else "right")
+    from benchmark.aggregate import format_cell
+
+    for rec in outcome.summary.to_dict("records"):
+        table.add_row(str(rec["target"]), str(rec["n"]),
+                      *[format_cell(rec, m) for m in ("TPR", "Pr", "DSC", "HD", "ASD")])
+    console.print(table)
+    console.print(f"run folder: {outcome.run_dir}  (ASD = symmetric ASSD; TPR/Pr exclude "
+                  "images where they are undefined)", highlight=False)
+
+
+@app.command()
+@user_errors
+def run(
+    method: Annotated[str, typer.Option("--method", "-m", help="method name (bench list methods)")],
+    source: Annotated[str, typer.Option("--source", "-s", help="training domain or TOML path")],
+    target: Annotated[list[str] | None, typer.Option(
+        "--target", "-t", help="target domain(s); repeat for several")] = None,
+    profile: Annotated[str, typer.Option(help="smoke | quick | paper")] = "quick",
+    seed: Annotated[int, typer.Option(help="training seed")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="override a profile field or method hparam: key=value")] = None,
+    results_dir: ResultsOpt = None,
+    cache_dir: CacheOpt = None,
+    no_progress: NoProgressOpt = False,
+) -> None:
+    """Train METHOD on SOURCE (or reuse a finished training) and evaluate on every TARGET."""
+    from benchmark.runner import RunRequest
+    from benchmark.runner import run as do_run
+
+    results, cache = _dirs(results_dir, cache_dir)
+    req = RunRequest(method=method, source=source, targets=list(target or []), profile=profile,
+                     seed=seed, device=device, sets=list(set_ or []), results_dir=results,
+                     cache_dir=cache)
+    outcome = do_run(req, _reporter(no_progress))
+    _print_summary(outcome, f"{method} trained on {source} ({profile} profile, seed {seed})")
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    run_id: Annotated[str, typer.Option("--run", help="run id (a folder under results/runs)")],
+    target: Annotated[list[str], typer.Option("--target", "-t", help="target domain(s)")],
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    results_dir: ResultsOpt = None,
+    cache_dir: CacheOpt = None,
+    no_progress: NoProgressOpt = False,
+) -> None:
+    """Evaluate a stored run on other target domains."""
+    from benchmark.runner import eval_run
+
+    results, cache = _dirs(results_dir, cache_dir)
+    outcome = eval_run(run_id, list(target), results, cache, device, _reporter(no_progress))
+    _print_summary(outcome, f"run {run_id}")
+
+
+@list_app.command("methods")
+@user_errors
+def list_methods() -> None:
+    """Registered methods: name, paper display name, group, provider."""
+    from benchmark.registry import METHODS
+
+    table = Table(title="methods")
+    for col in ("name", "display name", "group", "provider", "version"):
+        table.add_column(col)
+    for info in sorted(METHODS.all().values(), key=lambda i: i.name):
+        table.add_row(info.name, info.display_name, info.group, info.provider.package,
+                      info.provider.version)
+    console.print(table)
+
+
+@list_app.command("domains")
+@user_errors
+def list_domains() -> None:
+    """Registered domains: name, kind, provider."""
+    from benchmark.registry import DOMAINS
+
+    table = Table(title="domains")
+    for col in ("name", "kind", "provider", "version", "note"):
+        table.add_column(col)
+    for info in sorted(DOMAINS.all().values(), key=lambda i: i.name):
+        note = "synthetic stand-in for the real dataset" if info.synthetic_stand_in else ""
+        kind = "synthetic" if info.provider.origin == "datasets.synthetic" else "plugin"
+        table.add_row(info.name, kind, info.provider.package, info.provider.version, note)
+    console.print(table)
+
+
+@data_app.command("show")
+@user_errors
+def data_show(
+    name: Annotated[list[str], typer.Argument(help="domain name(s) or TOML path(s)")],
+    image_size: Annotated[int, typer.Option(help="pixels per side")] = 128,
+    out: Annotated[Path | None, typer.Option(help="contact sheet PNG path")] = None,
+    cache_dir: CacheOpt = None,
+    no_progress: NoProgressOpt = False,
+) -> None:
+    """Parameters, counts, spacing and intensity statistics; writes a PNG contact sheet."""
+    import json
+
+    from datasets.registry import resolve_domain, stand_in_note
+    from datasets.report import contact_sheet, intensity_stats
+
+    _, cache = _dirs(None, cache_dir)
+    reporter = _reporter(no_progress)
+    datas = []
+    for spec in name:
+        domain = resolve_domain(spec)
+        note = stand_in_note(spec, domain)
+        if note:
+            console.print(f"[yellow]{note}[/yellow]")
+        data = domain.load(image_size, cache, reporter)
+        datas.append(data)
+        console.rule(f"{spec}")
+        console.print_json(json.dumps(domain.describe(), default=str))
+        stats = intensity_stats(data)
+        table = Table(title=f"{spec} at {image_size}px")
+        table.add_column("statistic")
+        table.add_column("value", justify="right")
+        table.add_row("images", str(len(data)))
+        table.add_row("patients", str(len(set(data.patient_ids))))
+        table.add_row("spacing (row, col) mm", ", ".join(f"{v:.4f}" for v in
+                                                          data.spacing_mm.mean(0)))
+        for k, v in stats.items():
+            table.add_row(k, f"{v:.4f}" if isinstance(v, float) and not math.isnan(v)
+                          else str(v))
+        console.print(table)
+    path = out or Path(f"contact-{'-'.join(Path(n).stem for n in name)}.png")
+    contact_sheet(datas, path)
+    console.print(f"contact sheet: {path}")
+
+
+@app.command()
+@user_errors
+def leaderboard(
+    format_: Annotated[str, typer.Option("--format", help="md | csv | tex")] = "md",
+    with_paper: Annotated[bool, typer.Option(
+        "--with-paper", help="add the paper's published numbers in labelled rows")] = False,
+    table: Annotated[str, typer.Option(help="table layout: 1 (paper Table 1)")] = "1",
+    results_dir: ResultsOpt = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        help="where to write (default: <results>/leaderboards)")] = None,
+) -> None:
+    """Regenerate leaderboards from the stored runs (Table 1 layout)."""
+    from benchmark.leaderboard import RENDERERS, build_tables, write_tables
+    from benchmark.registry import METHODS
+    from benchmark.store import ResultsStore
+
+    if format_ not in RENDERERS:
+        raise UserError(f"--format '{format_}': expected one of {', '.join(RENDERERS)}")
+    if table != "1":
+        raise UserError(f"--table '{table}': only '1' (the paper's Table 1 layout) exists yet")
+    results, _ = _dirs(results_dir, None)
+    store = ResultsStore(results)
+    registered = {i.display_name: (i.group, i.name) for i in METHODS.all().values()
+                  if i.group in ("P1", "P2", "P3", "ours")}
+    tables = build_tables(store, registered, with_paper=with_paper)
+    if not tables:
+        raise UserError(f"no finished cross-domain evaluations under '{store.runs_dir}'; "
+                        "run e.g. `bench run --method unet --source ffdm --target dbt` first")
+    paths = write_tables(tables, out_dir or results / "leaderboards", format_)
+    from benchmark.leaderboard import render_markdown
+
+    for t in tables:
+        console.print(render_markdown(t), markup=False, highlight=False)
+    for p in paths:
+        console.print(f"wrote {p}", highlight=False)
+
+
+@perf_app.command("metrics")
+@user_errors
+def perf_metrics(
+    repeats: Annotated[int, typer.Option(
+        help="timed repeats on 512x512 (half as many, at least 3, on 2457x1996)")] = 5,
+) -> None:
+    """Time our metrics against medpy (hd+hd95+asd+assd) and check they agree."""
+    from benchmark.perf.metrics_perf import print_metrics_perf, run_metrics_perf
+
+    df = run_metrics_perf(repeats_small=repeats, repeats_large=max(3, repeats // 2))
+    print_metrics_perf(df, console)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from benchmark import check_datasets_package
+
+    problem = check_datasets_package()
+    if problem:
+        err_console.print(f"[red]error:[/red] {problem}", highlight=False)
+        sys.exit(2)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,374 @@
+"""`bench run` / `bench eval`: train once per source, evaluate every requested target.
+
+A run is identified by a hash of (method, source data, profile, resolved hparams, seed, code
+version). A finished training is reused when only new targets are asked for; a training that
+died resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import inspect
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmark.aggregate import summarize
+from benchmark.config import (
+    Profile,
+    apply_profile_overrides,
+    get_profile,
+    resolve_hparams,
+    seed_hash,
+    split_overrides,
+)
+from benchmark.errors import UserError
+from benchmark.evaluate import evaluate
+from benchmark.progress import Reporter
+from benchmark.registry import MethodInfo, get_method
+from benchmark.store import ResultsStore, RunRecord, now_iso
+from benchmark.trainer import load_checkpoint, seed_everything, train
+from datasets.domain import Domain, DomainData
+from datasets.registry import resolve_domain, stand_in_note
+from datasets.splits import make_split, split_hash
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_cache_dir() -> Path:
+    """$CALCBENCH_CACHE, else $XDG_CACHE_HOME/calcbench, else ~/.cache/calcbench."""
+    if os.environ.get("CALCBENCH_CACHE"):
+        return Path(os.environ["CALCBENCH_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "calcbench"
+
+
+def default_results_dir() -> Path:
+    """$CALCBENCH_RESULTS, else ./results."""
+    return Path(os.environ.get("CALCBENCH_RESULTS", "results"))
+
+
+def resolve_device(spec: str) -> torch.device:
+    """'auto' -> cuda when available else cpu; 'cuda' without a GPU is a user error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec not in {"cpu", "cuda"} and not spec.startswith("cuda:"):
+        raise UserError(f"--device '{spec}': expected auto, cpu or cuda")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available on this machine")
+    return torch.device(spec)
+
+
+def _hash_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(set(paths)):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def code_version(info: MethodInfo) -> str:
+    """Package version + a hash of the code that determines a run's numbers."""
+    files = [Path(inspect.getsourcefile(info.cls) or __file__)]
+    here = Path(__file__).resolve().parent
+    files += [here / n for n in ("trainer.py", "config.py", "metrics.py", "evaluate.py")]
+    methods_dir = REPO_ROOT / "methods"
+    files += [methods_dir / "base.py", methods_dir / "losses.py"]
+    files += list((methods_dir / "networks").glob("*.py"))
+    files = [f for f in files if f.is_file()]
+    return f"{info.provider.version}+{_hash_files(files)}"
+
+
+def git_commit() -> str | None:
+    """The checkout's commit (with '-dirty' when modified), or None outside a git checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
+                               ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape the numbers."""
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("calcbench", "torch", "numpy", "scipy", "timm", "segmentation-models-pytorch",
+                "medpy", "pydicom"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[pkg] = metadata.version(pkg)
+    return out
+
+
+@dataclass
+class RunRequest:
+    """Everything `bench run` was asked for."""
+
+    method: str
+    source: str
+    targets: list[str] = field(default_factory=list)
+    profile: str = "quick"
+    seed: int = 0
+    device: str = "auto"
+    sets: list[str] = field(default_factory=list)
+    results_dir: Path = field(default_factory=default_results_dir)
+    cache_dir: Path = field(default_factory=default_cache_dir)
+
+
+@dataclass
+class RunOutcome:
+    """The run id, whether training was reused, and one summary row per evaluated domain."""
+
+    run_id: str
+    reused: bool
+    summary: pd.DataFrame
+    run_dir: Path
+
+
+class DataCache:
+    """Loads each domain once per process, with its split, at the profile's image size."""
+
+    def __init__(self, profile: Profile, cache_dir: Path, reporter: Reporter) -> None:
+        self.profile = profile
+        self.cache_dir = cache_dir
+        self.reporter = reporter
+        self._loaded: dict[str, tuple[DomainData, dict[str, np.ndarray]]] = {}
+
+    def get(self, spec: str, domain: Domain) -> tuple[DomainData, dict[str, np.ndarray]]:
+        if spec not in self._loaded:
+            data = domain.load(self.profile.image_size, self.cache_dir, self.reporter)
+            split = make_split(data, domain.fingerprint(), self.profile.split_fractions,
+                               self.profile.split_seed, self.cache_dir)
+            if self.profile.max_images:
+                split = {k: v[: self.profile.max_images.get(k, len(v))]
+                         for k, v in split.items()}
+            self._loaded[spec] = (data, split)
+        return self._loaded[spec]
+
+
+def _domains(specs: list[str], reporter: Reporter) -> dict[str, Domain]:
+    """Resolve every domain up front so a bad target fails before any training."""
+    out: dict[str, Domain] = {}
+    for spec in specs:
+        if spec in out:
+            continue
+        domain = resolve_domain(spec)
+        note = stand_in_note(spec, domain)
+        if note:
+            reporter.log(f"[yellow]{note}[/yellow]")
+        out[spec] = domain
+    return out
+
+
+def target_key(spec: str, domain: Domain) -> str:
+    """Per-case rows are keyed by the target name and its data fingerprint."""
+    return f"{spec}@{domain.fingerprint()}"
+
+
+@contextlib.contextmanager
+def training_lock(folder: Path) -> Iterator[None]:
+    """Refuse to train a run that another process is training right now."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".train.lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"run '{folder.name}' is being trained by another process") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def run(req: RunRequest, reporter: Reporter) -> RunOutcome:
+    """Train (or reuse) `req.method` on `req.source` and evaluate the source and each target."""
+    info = get_method(req.method)
+    base_profile = get_profile(req.profile)
+    space = info.cls.hparam_space()
+    overrides = split_overrides(req.sets, base_profile, [h.name for h in space])
+    profile = apply_profile_overrides(base_profile, overrides.profile)
+    hparams = {**resolve_hparams(space, profile.name), **overrides.hparams}
+    device = resolve_device(req.device)
+    store = ResultsStore(req.results_dir)
+    store.ensure_writable()
+    domains = _domains([req.source, *req.targets], reporter)
+    source = domains[req.source]
+    for spec, dom in domains.items():
+        if dom.kind != source.kind:
+            reporter.log(f"[yellow]note: target '{spec}' is {dom.kind} while the source is "
+                         f"{source.kind}; these results are kept apart from the leaderboards "
+                         "[/yellow]")
+
+    version = code_version(info)
+    identity = {
+        "method": info.name, "source": req.source, "source_fingerprint": source.fingerprint(),
+        "profile": profile.to_dict(), "hparams": hparams, "seed": req.seed,
+        "code_version": version,
+    }
+    run_id = f"{info.name}-{req.source}-{profile.name}-s{req.seed}-" \
+             f"{seed_hash(identity):08x}"[:80]
+    run_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    folder = store.run_dir(run_id)
+    cache = DataCache(profile, req.cache_dir, reporter)
+    data, split = cache.get(req.source, source)
+
+    method = info.cls(hparams, device, profile.image_size, amp=device.type == "cuda")
+    existing = _existing(store, run_id)
+    reused = existing is not None and existing.trained and (folder / "checkpoints" /
+                                                            "best.pt").is_file()
+    if reused:
+        reporter.log(f"reusing the finished training of run {run_id}")
+    else:
+        with training_lock(folder):
+            _train_run(store, run_id, folder, info, req, profile, hparams, version, source,
+                       data, split, method, device, reporter)
+    method.load_state_dict(load_checkpoint(folder / "checkpoints" / "best.pt")["method"])
+
+    evaluated = {req.source: (source, data, split)}
+    for spec in req.targets:
+        if spec not in evaluated:
+            tdata, tsplit = cache.get(spec, domains[spec])
+            evaluated[spec] = (domains[spec], tdata, tsplit)
+    status = store.read(run_id).status
+    for spec, (dom, tdata, tsplit) in evaluated.items():
+        key = target_key(spec, dom)
+        if status.get("targets", {}).get(key, {}).get("state") == "done":
+            continue
+        _evaluate_target(store, run_id, method, spec, dom, tdata, tsplit, profile, device,
+                         reporter)
+    summary = summary_table(store, run_id, [target_key(s, d) for s, (d, _, _) in
+                                            evaluated.items()])
+    return RunOutcome(run_id, reused, summary, folder)
+
+
+def _existing(store: ResultsStore, run_id: str) -> RunRecord | None:
+    if not store.run_dir(run_id).is_dir() or not (store.run_dir(run_id) / "run.json").is_file():
+        return None
+    return store.read(run_id)
+
+
+def _train_run(store: ResultsStore, run_id: str, folder: Path, info: MethodInfo,
+               req: RunRequest, profile: Profile, hparams: dict[str, Any], version: str,
+               source: Domain, data: DomainData, split: dict[str, np.ndarray],
+               method: Any, device: torch.device, reporter: Reporter) -> None:
+    """Write run.json, train with status updates, and record the outcome."""
+    run_info = {
+        "run_id": run_id, "method": info.name, "method_display": info.display_name,
+        "group": info.group, "citation": info.citation, "provider": str(info.provider),
+        "source": req.source, "data_kind": source.kind,
+        "data_fingerprints": {req.source: source.fingerprint()},
+        "source_describe": source.describe(),
+        "profile": profile.name, "profile_settings": profile.to_dict(), "hparams": hparams,
+        "seed": req.seed, "device": str(device), "code_version": version,
+        "git_commit": git_commit(), "versions": versions(), "created": now_iso(),
+        "split_hash": split_hash(split), "split_sizes": {k: len(v) for k, v in split.items()},
+        "num_parameters": method.num_parameters(), "command": sys.argv,
+    }
+    store.write_info(run_id, run_info)
+    store.update_status(run_id, state="training", error=None)
+    reporter.log(f"training {info.display_name} on '{req.source}' ({len(split['train'])} "
+                 f"train / {len(split['val'])} val images, {profile.epochs} epochs, "
+                 f"{device}) -> run {run_id}")
+    seed_everything(req.seed)
+    try:
+        result = train(method, data, split["train"], split["val"], profile, req.seed,
+                       folder / "checkpoints", reporter, device)
+    except (Exception, KeyboardInterrupt) as exc:
+        store.update_status(run_id, state="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    run_info["timings"] = {"train_seconds": round(result.seconds, 2)}
+    run_info["training"] = {"best_epoch": result.best_epoch,
+                            "best_val_dsc": result.best_val_dsc, "history": result.history}
+    store.write_info(run_id, run_info)
+    store.update_status(run_id, state="trained", error=None)
+
+
+def _evaluate_target(store: ResultsStore, run_id: str, method: Any, spec: str, dom: Domain,
+                     data: DomainData, split: dict[str, np.ndarray], profile: Profile,
+                     device: torch.device, reporter: Reporter) -> None:
+    """Evaluate one domain's test split and store its rows and status."""
+    key = target_key(spec, dom)
+    t0 = time.monotonic()
+    try:
+        cases = evaluate(method, data, split["test"], profile, device, reporter, spec)
+    except (Exception, KeyboardInterrupt) as exc:
+        store.update_status(run_id, targets={key: {"state": "failed",
+                                                   "error": f"{type(exc).__name__}: {exc}"}})
+        raise
+    record = store.read(run_id).info
+    cases = cases.assign(
+        run_id=run_id, method=record["method"], method_display=record["method_display"],
+        group=record["group"], source=record["source"], target=spec,
+        target_kind=dom.kind, target_fingerprint=dom.fingerprint(), split="test",
+        checkpoint="best", profile=record["profile"], seed=record["seed"],
+    )
+    store.add_cases(run_id, key, cases)
+    store.update_status(run_id, targets={key: {
+        "state": "done", "n_cases": len(cases), "seconds": round(time.monotonic() - t0, 2),
+        "finished": now_iso()}})
+
+
+def summary_table(store: ResultsStore, run_id: str, keys: list[str]) -> pd.DataFrame:
+    """One row per evaluated target: mean ± std of the reported metrics."""
+    cases = store.cases(run_id)
+    rows = []
+    for key in keys:
+        sub = cases[cases["target_key"] == key] if len(cases) else cases
+        if not len(sub):
+            continue
+        rows.append({"target": sub["target"].iloc[0], **summarize(sub)})
+    return pd.DataFrame(rows)
+
+
+def eval_run(run_id: str, targets: list[str], results_dir: Path, cache_dir: Path,
+             device_spec: str, reporter: Reporter) -> RunOutcome:
+    """`bench eval`: evaluate a stored, trained run on more target domains."""
+    store = ResultsStore(results_dir)
+    record = store.read(run_id)
+    if not record.trained:
+        raise UserError(f"run '{run_id}' has no finished training (state: "
+                        f"{record.status.get('state')}); rerun `bench run` to finish it")
+    ckpt = record.path / "checkpoints" / "best.pt"
+    if not ckpt.is_file():
+        raise UserError(f"run folder '{record.path}' is incomplete: {ckpt.name} is missing")
+    info = get_method(record.info["method"])
+    profile = Profile(**{**record.info["profile_settings"],
+                         "split_fractions": tuple(record.info["profile_settings"]
+                                                  ["split_fractions"])})
+    device = resolve_device(device_spec)
+    domains = _domains(targets, reporter)
+    method = info.cls(record.info["hparams"], device, profile.image_size,
+                      amp=device.type == "cuda")
+    try:
+        method.load_state_dict(load_checkpoint(ckpt)["method"])
+    except (RuntimeError, KeyError, EOFError) as exc:
+        raise UserError(f"checkpoint '{ckpt}' does not load: {exc}") from None
+    cache = DataCache(profile, cache_dir, reporter)
+    for spec, dom in domains.items():
+        data, split = cache.get(spec, dom)
+        _evaluate_target(store, run_id, method, spec, dom, data, split, profile, device,
+                         reporter)
+    keys = [target_key(s, d) for s, d in domains.items()]
+    return RunOutcome(run_id, True, summary_table(store, run_id, keys), record.path)
+
+
+def describe_identity(record: RunRecord) -> str:
+    """One line naming what produced a run (for listings)."""
+    i = record.info
+    return json.dumps({k: i.get(k) for k in ("method", "source", "profile", "seed")})

@@ -1,0 +1,154 @@
+"""The training loop owned by the harness: epochs, batches per group, validation, checkpoints.
+
+Data order and augmentation are drawn from generators seeded by (seed, epoch), so a run resumed
+from `last.pt` continues exactly as an uninterrupted one would, and the same seed gives the
+same numbers on CPU. The checkpoint with the best source-validation DSC is kept beside the last.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark.config import Profile, seed_hash
+from benchmark.io import atomic_write
+from benchmark.progress import Reporter
+from datasets.domain import DomainData
+from methods.base import Batch, Method
+
+
+@dataclass
+class TrainResult:
+    """What training produced: the best epoch and its validation DSC, and timings."""
+
+    best_epoch: int
+    best_val_dsc: float
+    epochs_run: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy's global generators (methods may use either)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def to_batch(data: DomainData, index: np.ndarray, device: torch.device) -> Batch:
+    """Stack images/masks `index` into (B,1,H,W) float tensors on `device`."""
+    images = torch.from_numpy(np.ascontiguousarray(data.images[index])).unsqueeze(1)
+    masks = torch.from_numpy(np.ascontiguousarray(data.masks[index])).unsqueeze(1).float()
+    return {"image": images.to(device), "mask": masks.to(device)}
+
+
+def geometric_augment(batch: Batch, gen: torch.Generator) -> Batch:
+    """Random horizontal/vertical flips and 90-degree rotations, image and mask alike."""
+    images, masks = batch["image"].clone(), batch["mask"].clone()
+    n = images.shape[0]
+    draws = torch.randint(0, 8, (n,), generator=gen)
+    for i in range(n):
+        k, flip = int(draws[i]) % 4, int(draws[i]) >= 4
+        img, msk = images[i], masks[i]
+        if flip:
+            img, msk = img.flip(-1), msk.flip(-1)
+        images[i] = torch.rot90(img, k, (-2, -1))
+        masks[i] = torch.rot90(msk, k, (-2, -1))
+    return {"image": images, "mask": masks}
+
+
+@torch.no_grad()
+def validation_dsc(method: Method, data: DomainData, index: np.ndarray, profile: Profile,
+                   device: torch.device) -> float:
+    """Mean per-image DSC on `index` at the profile threshold (both-empty counts as 1)."""
+    if len(index) == 0:
+        return float("nan")
+    method.train(False)
+    scores = []
+    for start in range(0, len(index), profile.eval_batch_size):
+        batch = to_batch(data, index[start:start + profile.eval_batch_size], device)
+        pred = (method.predict(batch["image"]) >= profile.threshold).float()
+        ref = batch["mask"]
+        inter = (pred * ref).flatten(1).sum(1)
+        total = pred.flatten(1).sum(1) + ref.flatten(1).sum(1)
+        dsc = torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
+        scores.extend(dsc.cpu().tolist())
+    return float(np.mean(scores))
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """torch.save to `path` atomically."""
+    atomic_write(path, lambda fh: torch.save(payload, fh))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """torch.load with weights_only=True (no arbitrary code from checkpoint files)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def train(method: Method, data: DomainData, train_idx: np.ndarray, val_idx: np.ndarray,
+          profile: Profile, seed: int, ckpt_dir: Path, reporter: Reporter,
+          device: torch.device) -> TrainResult:
+    """Train `method` for `profile.epochs`, resuming from `ckpt_dir/last.pt` if present."""
+    if len(train_idx) < 2:
+        raise ValueError(f"the training split of '{data.domain}' has {len(train_idx)} images; "
+                         "need at least 2")
+    start_epoch, best_epoch, best_dsc, history = 0, -1, -math.inf, []
+    last = ckpt_dir / "last.pt"
+    if last.is_file():
+        state = load_checkpoint(last)
+        method.load_state_dict(state["method"])
+        start_epoch = int(state["epoch"]) + 1
+        best_epoch, best_dsc = int(state["best_epoch"]), float(state["best_val_dsc"])
+        history = list(state["history"])
+        reporter.log(f"resuming from {last} at epoch {start_epoch + 1}/{profile.epochs}")
+    bs = profile.batch_size
+    n_steps = profile.steps_per_epoch or max(1, len(train_idx) // bs)
+    groups = method.training_groups()
+    t0 = time.monotonic()
+    with reporter.task("epochs", total=profile.epochs, every=True) as epochs_task:
+        if start_epoch:
+            epochs_task.advance(start_epoch)
+        for epoch in range(start_epoch, profile.epochs):
+            seed_everything(seed_hash(seed, epoch, "global"))
+            gen = torch.Generator().manual_seed(seed_hash(seed, epoch, "data"))
+            order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+            while len(order) < n_steps * bs:  # small splits: repeat the permutation
+                extra = torch.randperm(len(train_idx), generator=gen).numpy()
+                order = np.concatenate([order, train_idx[extra]])
+            logs: list[dict[str, float]] = []
+            method.train(True)
+            with reporter.task(f"epoch {epoch + 1} steps", total=n_steps,
+                                 quiet_ends=True) as steps_task:
+                for step in range(n_steps):
+                    batch = to_batch(data, order[step * bs:(step + 1) * bs], device)
+                    if profile.geometric_aug:
+                        batch = geometric_augment(batch, gen)
+                    views = {g: method.make_view(g, batch) for g in groups}
+                    out = method.update(views)
+                    bad = [k for k, v in out.items() if not math.isfinite(v)]
+                    if bad:
+                        raise FloatingPointError(f"non-finite loss {bad} at epoch {epoch + 1} "
+                                                 f"step {step + 1}")
+                    logs.append(out)
+                    steps_task.advance(1, **{k: v for k, v in out.items() if k.endswith("loss")})
+            method.end_epoch(epoch)
+            val = validation_dsc(method, data, val_idx, profile, device)
+            mean_logs = {k: float(np.mean([d[k] for d in logs])) for k in logs[0]}
+            history.append({"epoch": epoch + 1, "val_dsc": val, **mean_logs})
+            improved = val > best_dsc or best_epoch < 0
+            if improved:
+                best_epoch, best_dsc = epoch, val
+            payload = {"method": method.state_dict(), "epoch": epoch, "best_epoch": best_epoch,
+                       "best_val_dsc": best_dsc, "history": history}
+            if improved:
+                save_checkpoint(ckpt_dir / "best.pt", payload)
+            save_checkpoint(last, payload)
+            epochs_task.advance(1, val_dsc=round(val, 4), best=round(best_dsc, 4))
+    return TrainResult(best_epoch + 1, best_dsc, profile.epochs, history,
+                       time.monotonic() - t0)

@@ -1,0 +1,38 @@
+"""Shared fixtures: isolated results/cache folders and a registered toy domain."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data cache for the whole session, so synthetic domains are generated once."""
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["CALCBENCH_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture()
+def results_dir(tmp_path: Path) -> Path:
+    """A fresh results folder per test."""
+    return tmp_path / "results"
+
+
+@pytest.fixture(scope="session")
+def toy_domains() -> dict[str, object]:
+    """Register 'toy' and 'toy-inv' in the domain registry (once per session)."""
+    from benchmark.registry import DOMAINS, DomainInfo, Provider
+    from tests.toy import ToyDomain
+
+    made = {"toy": ToyDomain("toy"), "toy-inv": ToyDomain("toy-inv", invert=True, seed=1)}
+    DOMAINS.ensure_loaded()
+    for name, dom in made.items():
+        if name not in DOMAINS.all():
+            DOMAINS.add(name, DomainInfo(name, lambda d=dom: d, Provider("tests", "0", "toy")))
+    return made
