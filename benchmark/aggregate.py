@@ -36,11 +36,13 @@ def summarize(cases: pd.DataFrame) -> dict[str, float | int]:
     return out
 
 
-def format_cell(summary: dict[str, float | int], label: str) -> str:
-    """'mean ± std' with 2 decimals, plus '(k undef.)' when images were excluded."""
+def format_cell(summary: dict[str, float | int], label: str, with_undefined: bool = False
+                ) -> str:
+    """'mean ± std' with 2 decimals ('undefined' when no image defines it), optionally
+    followed by '(k undef.)' when images were excluded."""
     mean = summary[f"{label}_mean"]
     if isinstance(mean, float) and math.isnan(mean):
         return "undefined"
     text = f"{mean:.2f} ± {summary[f'{label}_std']:.2f}"
     undefined = summary.get(f"{label}_undefined", 0)
-    return f"{text} ({undefined} undef.)" if undefined else text
+    return f"{text} ({undefined} undef.)" if with_undefined and undefined else text

@@ -27,6 +27,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(perf_app, name="perf")
 
 console = Console()
+if not console.is_terminal:  # logs and pipes: room for the result table on one line per row
+    console = Console(width=120)
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,17 +68,25 @@ def _dirs(results_dir: Path | None, cache_dir: Path | None) -> tuple[Path, Path]
 
 
 def _print_summary(outcome: Any, title: str) -> None:
+    """The result table of a run: mean ± std per target, then the undefined counts."""
+    from benchmark.aggregate import format_cell
+
     table = Table(title=title)
     for col in ("target", "images", "TPR (%)", "Pr (%)", "DSC (%)", "HD (mm)", "ASD (mm)"):
         table.add_column(col, justify="left" if col == "target" else "right")
-    from benchmark.aggregate import format_cell
-
+    notes = []
     for rec in outcome.summary.to_dict("records"):
-        table.add_row(str(rec["target"]), str(rec["n"]),
-                      *[format_cell(rec, m) for m in ("TPR", "Pr", "DSC", "HD", "ASD")])
+        cells = []
+        for m in ("TPR", "Pr", "DSC", "HD", "ASD"):
+            cells.append(format_cell(rec, m))
+            if rec.get(f"{m}_undefined"):
+                notes.append(f"{m} undefined on {rec[f'{m}_undefined']} {rec['target']} images")
+        table.add_row(str(rec["target"]), str(rec["n"]), *cells)
     console.print(table)
-    console.print(f"run folder: {outcome.run_dir}  (ASD = symmetric ASSD; TPR/Pr exclude "
-                  "images where they are undefined)", highlight=False)
+    if notes:
+        console.print("excluded from the means (empty reference or prediction): "
+                      + "; ".join(notes), highlight=False)
+    console.print(f"ASD is the symmetric ASSD. run folder: {outcome.run_dir}", highlight=False)
 
 
 @app.command()
@@ -161,7 +171,9 @@ def list_domains() -> None:
 def data_show(
     name: Annotated[list[str], typer.Argument(help="domain name(s) or TOML path(s)")],
     image_size: Annotated[int, typer.Option(help="pixels per side")] = 128,
-    out: Annotated[Path | None, typer.Option(help="contact sheet PNG path")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="contact sheet PNG path (default: <results>/data/contact-<names>.png)")] = None,
+    results_dir: ResultsOpt = None,
     cache_dir: CacheOpt = None,
     no_progress: NoProgressOpt = False,
 ) -> None:
@@ -171,7 +183,7 @@ def data_show(
     from datasets.registry import resolve_domain, stand_in_note
     from datasets.report import contact_sheet, intensity_stats
 
-    _, cache = _dirs(None, cache_dir)
+    results, cache = _dirs(results_dir, cache_dir)
     reporter = _reporter(no_progress)
     datas = []
     for spec in name:
@@ -195,7 +207,8 @@ def data_show(
             table.add_row(k, f"{v:.4f}" if isinstance(v, float) and not math.isnan(v)
                           else str(v))
         console.print(table)
-    path = out or Path(f"contact-{'-'.join(Path(n).stem for n in name)}.png")
+    path = out or results / "data" / f"contact-{'-'.join(Path(n).stem for n in name)}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     contact_sheet(datas, path)
     console.print(f"contact sheet: {path}")
 

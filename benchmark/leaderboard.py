@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.aggregate import REPORTED, summarize
+from benchmark.aggregate import REPORTED, format_cell, summarize
 from benchmark.store import ResultsStore
 
 GROUP_ORDER = ("P1", "P2", "P3", "ours", "ablation", "plugin")
@@ -166,12 +166,8 @@ def _best(table: Table) -> dict[tuple[str, str, str], float]:
 
 
 def _text(cell: Cell, metric: str) -> str:
-    if cell.summary is None:
-        return cell.reason
-    mean, std = cell.summary[f"{metric}_mean"], cell.summary[f"{metric}_std"]
-    if isinstance(mean, float) and math.isnan(mean):
-        return "undefined"
-    return f"{mean:.2f} ± {std:.2f}"
+    """A cell's text: 'mean ± std', or why it is empty."""
+    return cell.reason if cell.summary is None else format_cell(cell.summary, metric)
 
 
 def render_markdown(table: Table) -> str:

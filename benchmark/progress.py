@@ -135,7 +135,7 @@ class NullReporter(Reporter):
     def __init__(self) -> None:
         super().__init__(console=Console(quiet=True), plain=True)
 
-    def log(self, message: str) -> None:  # noqa: D102 - silent by design
+    def log(self, message: str) -> None:
         return
 
     def _plain_line(self, task: Task, fields: dict[str, Any], force: bool = False,

@@ -11,7 +11,6 @@ import contextlib
 import fcntl
 import hashlib
 import inspect
-import json
 import os
 import platform
 import subprocess
@@ -366,9 +365,3 @@ def eval_run(run_id: str, targets: list[str], results_dir: Path, cache_dir: Path
                          reporter)
     keys = [target_key(s, d) for s, d in domains.items()]
     return RunOutcome(run_id, True, summary_table(store, run_id, keys), record.path)
-
-
-def describe_identity(record: RunRecord) -> str:
-    """One line naming what produced a run (for listings)."""
-    i = record.info
-    return json.dumps({k: i.get(k) for k in ("method", "source", "profile", "seed")})

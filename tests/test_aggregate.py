@@ -30,7 +30,8 @@ def test_undefined_tpr_is_excluded_and_counted() -> None:
     s = summarize(_cases(TPR=[float("nan"), 1.0]))
     assert s["TPR_mean"] == pytest.approx(100.0)
     assert s["TPR_undefined"] == 1
-    assert "(1 undef.)" in format_cell(s, "TPR")
+    assert "(1 undef.)" in format_cell(s, "TPR", with_undefined=True)
+    assert format_cell(s, "TPR") == "100.00 ± 0.00"
 
 
 def test_nan_distance_is_an_error() -> None:

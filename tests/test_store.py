@@ -46,7 +46,7 @@ def test_corrupt_and_partial_run_folders(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="corrupt"):
         store.read("r1")
     store.run_dir("r2").mkdir()
-    with pytest.raises(UserError, match="run.json is missing"):
+    with pytest.raises(UserError, match=r"run\.json is missing"):
         store.read("r2")
     runs, problems = store.list_runs()
     assert runs == [] and len(problems) == 2

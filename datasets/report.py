@@ -1,0 +1,106 @@
+"""Look at a domain: intensity statistics of the breast region and a contact sheet PNG.
+
+The breast region of an image is its pixels above 0 and below 1, as in the paper's Fig. 7
+analysis ("we excluded ... the points with pixel values of 0 and 1, which comprise the
+background"); every built-in synthetic domain maps the background to 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datasets.domain import DomainData
+
+
+def breast_pixels(data: DomainData, max_pixels: int = 2_000_000) -> np.ndarray:
+    """Pixel values strictly between 0 and 1 over all images (subsampled to `max_pixels`)."""
+    step = max(1, int(np.ceil(data.images.size / max_pixels)))
+    flat = data.images.reshape(-1)[::step]
+    return flat[(flat > 0.0) & (flat < 1.0)]
+
+
+def intensity_stats(data: DomainData) -> dict[str, Any]:
+    """Mean, sd and 1/50/99th percentiles of breast pixels, cluster and mask-area fractions."""
+    vals = breast_pixels(data).astype(np.float64)
+    p1, p50, p99 = np.percentile(vals, [1, 50, 99]) if vals.size else (np.nan,) * 3
+    positive = data.masks.reshape(len(data), -1).any(axis=1)
+    area = data.masks.reshape(len(data), -1).mean(axis=1)
+    return {
+        "domain": data.domain,
+        "images": len(data),
+        "image_size": int(data.images.shape[-1]) if len(data) else 0,
+        "spacing_mm": float(data.spacing_mm[0, 0]) if len(data) else float("nan"),
+        "breast_fraction": float(((data.images > 0) & (data.images < 1)).mean())
+        if len(data) else float("nan"),
+        "mean": float(vals.mean()) if vals.size else float("nan"),
+        "std": float(vals.std()) if vals.size else float("nan"),
+        "p1": float(p1),
+        "p50": float(p50),
+        "p99": float(p99),
+        "cluster_fraction": float(positive.mean()) if len(data) else float("nan"),
+        "mask_area_fraction": float(area.mean()) if len(data) else float("nan"),
+        "mask_area_fraction_positive": float(area[positive].mean()) if positive.any()
+        else float("nan"),
+    }
+
+
+def _pick(data: DomainData, n: int, rng: np.random.Generator) -> list[int]:
+    """Up to n images, those with a cluster first, one per patient where possible."""
+    order = rng.permutation(len(data))
+    positive = [i for i in order if data.masks[i].any()]
+    negative = [i for i in order if not data.masks[i].any()]
+    chosen: list[int] = []
+    seen: set[str] = set()
+    for pool in (positive, negative):
+        for i in pool:
+            if len(chosen) < n and data.patient_ids[i] not in seen:
+                chosen.append(i)
+                seen.add(data.patient_ids[i])
+    for i in positive + negative:  # fill up if there are fewer patients than slots
+        if len(chosen) < n and i not in chosen:
+            chosen.append(i)
+    return chosen
+
+
+def contact_sheet(datas: list[DomainData], path: str | Path, n_per_domain: int = 6,
+                  seed: int = 0) -> Path:
+    """PNG with one row per domain: a few images (clusters preferred), masks outlined in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    rows = max(1, len(datas))
+    fig, axes = plt.subplots(rows, n_per_domain, figsize=(2.0 * n_per_domain, 2.15 * rows),
+                             squeeze=False)
+    for r, data in enumerate(datas):
+        picks = _pick(data, n_per_domain, rng)
+        for c in range(n_per_domain):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(picks):
+                ax.axis("off")
+                continue
+            i = picks[c]
+            ax.imshow(data.images[i], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            if data.masks[i].any():
+                ax.contour(data.masks[i], levels=[0.5], colors="red", linewidths=0.7)
+            meta = data.meta[i] if data.meta else {}
+            label = str(meta.get("view", ""))
+            if "slice" in meta:
+                label += f" s{meta['slice']}"
+            ax.set_title(label, fontsize=7)
+            if c == 0:
+                sp = data.spacing_mm[i]
+                ax.set_ylabel(f"{data.domain}\n{sp[0]:.3g} mm/px", fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

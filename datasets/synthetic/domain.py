@@ -1,0 +1,248 @@
+"""SyntheticDomain: a Domain defined by a TOML file of generator parameters, with an npz cache.
+
+`load(image_size, cache_dir)` generates every image on the domain's native pixel grid
+(anatomy.py -> acquisition.py), resamples images by area averaging and masks by area
+fraction >= 0.5 to image_size x image_size, and caches the result as one compressed .npz per
+(fingerprint, image_size) under `cache_dir/synthetic/`, written atomically. The fingerprint
+hashes the canonical parameters, GENERATOR_VERSION and the source text of the generator
+modules, so editing either regenerates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark.io import atomic_write
+from datasets.domain import Domain, DomainData
+from datasets.synthetic import acquisition, anatomy, params
+from datasets.synthetic.params import GENERATOR_VERSION, DomainParams, load_domain_toml
+
+CACHE_FORMAT = 1
+
+
+@cache
+def _source_hash() -> str:
+    """sha256 of the generator modules' source text (a code change means new data)."""
+    h = hashlib.sha256()
+    for module in (params, anatomy, acquisition):
+        h.update(Path(module.__file__ or "").read_bytes())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()
+
+
+def area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights that average input pixels by their overlap with output pixels."""
+    edges = np.arange(n_in + 1) * (n_out / n_in)  # input pixel edges in output pixel units
+    lo = np.maximum(edges[None, :-1], np.arange(n_out)[:, None])
+    hi = np.minimum(edges[None, 1:], np.arange(n_out)[:, None] + 1)
+    w = np.maximum(hi - lo, 0.0)
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def resample(image: np.ndarray, mask: np.ndarray, size: int,
+             weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Area-average an image and take mask pixels covered >= 50 % (a cluster never vanishes:
+    if the native mask is non-empty its best-covered output pixel is kept)."""
+    w = (area_matrix(image.shape[0], size) if weights is None else weights).astype(np.float32)
+    img = np.clip(w @ image.astype(np.float32) @ w.T, 0.0, 1.0).astype(np.float32)
+    if not mask.any():
+        return img, np.zeros((size, size), np.uint8)
+    frac = w @ mask.astype(np.float32) @ w.T
+    out = (frac >= 0.5).astype(np.uint8)
+    if not out.any():
+        out[np.unravel_index(np.argmax(frac), frac.shape)] = 1
+    return img, out
+
+
+class SyntheticDomain(Domain):
+    """A synthetic domain generated from `DomainParams` (usually read from a TOML file)."""
+
+    synthetic = True
+
+    def __init__(self, domain_params: DomainParams, name: str | None = None) -> None:
+        if name and name != domain_params.name:
+            domain_params = dataclasses.replace(domain_params, name=name)
+        self.params = domain_params
+        self.name = domain_params.name
+        self.generation_count = 0  # how many times images were generated (not read from cache)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, name: str | None = None) -> SyntheticDomain:
+        """Read a domain TOML file (errors are one-line UserErrors naming file and key)."""
+        return cls(load_domain_toml(path), name=name)
+
+    def fingerprint(self) -> str:
+        """Short sha256 of canonical params + generator version + generator source text."""
+        h = hashlib.sha256()
+        h.update(self.params.canonical_json().encode())
+        h.update(f"|generator={GENERATOR_VERSION}|cache={CACHE_FORMAT}|".encode())
+        h.update(_source_hash().encode())
+        return h.hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        """Counts, grid and provenance, for `bench data show`."""
+        p = self.params
+        d, q = p.dataset, p.acquisition
+        return {
+            "name": self.name,
+            "kind": "synthetic",
+            "synthetic": True,
+            "source": p.source or "(in memory)",
+            "description": p.description,
+            "patients": int(d.n_patients),
+            "views": list(d.views),
+            "slices_per_view": int(d.slices_per_view),
+            "images": p.n_images,
+            "native_spacing_mm": float(d.pixel_spacing_mm),
+            "native_size_px": acquisition.native_size(p),
+            "tile_mm": float(d.tile_mm),
+            "receptor": q.receptor,
+            "geometry": q.geometry,
+            "lut": q.lut,
+            "photometric": q.photometric,
+            "bit_depth": int(q.bit_depth),
+            "anatomy_seed": int(d.anatomy_seed),
+            "fingerprint": self.fingerprint(),
+        }
+
+    def cache_path(self, image_size: int, cache_dir: Path) -> Path:
+        """The npz file that holds this domain at `image_size`."""
+        return Path(cache_dir) / "synthetic" / f"{self.name}-{self.fingerprint()}-{image_size}.npz"
+
+    def load(self, image_size: int, cache_dir: Path | None, progress: Any = None) -> DomainData:
+        """Every image at image_size x image_size, from the cache when it is there and sound."""
+        if image_size < 1:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+        path = None if cache_dir is None else self.cache_path(image_size, Path(cache_dir))
+        if path is not None and path.exists():
+            try:
+                return self._read_cache(path, image_size)
+            except Exception as exc:  # a corrupt / truncated / foreign file: regenerate
+                _log(progress, f"warning: synthetic cache {path.name} is unreadable "
+                               f"({type(exc).__name__}: {exc}); regenerating")
+        data = self.generate(image_size, progress)
+        if path is not None:
+            self._write_cache(path, data, image_size)
+        return data
+
+    def generate(self, image_size: int, progress: Any = None) -> DomainData:
+        """Simulate every case and resample it to image_size (no cache involved)."""
+        self.generation_count += 1
+        p = self.params
+        n_patients = int(p.dataset.n_patients)
+        per_patient = len(p.dataset.views) * int(p.dataset.slices_per_view)
+        images = np.empty((p.n_images, image_size, image_size), np.float32)
+        masks = np.empty((p.n_images, image_size, image_size), np.uint8)
+        patient_ids: list[str] = []
+        image_ids: list[str] = []
+        metas: list[dict[str, Any]] = []
+        with _task(progress, f"generating synthetic {self.name} ({p.n_images} images)",
+                   p.n_images) as task:
+            results = (patient_images(p, self.name, patient, image_size)
+                       for patient in range(n_patients))
+            for patient, shots in enumerate(results):
+                assert len(shots) == per_patient
+                for j, (image, mask, pid, iid, meta) in enumerate(shots):
+                    images[patient * per_patient + j] = image
+                    masks[patient * per_patient + j] = mask
+                    patient_ids.append(pid)
+                    image_ids.append(iid)
+                    metas.append(meta)
+                if task is not None:
+                    task.advance(len(shots))
+        return DomainData(domain=self.name, images=images, masks=masks,
+                          spacing_mm=np.full((p.n_images, 2), float(p.dataset.tile_mm)
+                                             / image_size, np.float64),
+                          patient_ids=patient_ids, image_ids=image_ids, meta=metas)
+
+    def _write_cache(self, path: Path, data: DomainData, image_size: int) -> None:
+        """Write the npz atomically: a temp file in the same folder, then os.replace."""
+        header = {"fingerprint": self.fingerprint(), "image_size": image_size,
+                  "name": self.name, "format": CACHE_FORMAT, "created": time.time()}
+        atomic_write(path, lambda fh: np.savez_compressed(
+            fh, images=data.images, masks=data.masks, spacing_mm=data.spacing_mm,
+            patient_ids=np.array(data.patient_ids), image_ids=np.array(data.image_ids),
+            meta=np.array(json.dumps(data.meta)), header=np.array(json.dumps(header))))
+
+    def _read_cache(self, path: Path, image_size: int) -> DomainData:
+        """Read and check a cached npz (raises on any inconsistency)."""
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(str(z["header"]))
+            if header.get("fingerprint") != self.fingerprint() or \
+                    header.get("image_size") != image_size:
+                raise ValueError("header does not match this domain")
+            images = z["images"]
+            masks = z["masks"]
+            data = DomainData(domain=self.name, images=images, masks=masks,
+                              spacing_mm=z["spacing_mm"],
+                              patient_ids=[str(s) for s in z["patient_ids"]],
+                              image_ids=[str(s) for s in z["image_ids"]],
+                              meta=json.loads(str(z["meta"])))
+        expect = (self.params.n_images, image_size, image_size)
+        if images.shape != expect or masks.shape != expect or images.dtype != np.float32:
+            raise ValueError(f"arrays have shape {images.shape}, expected {expect}")
+        return data
+
+
+PatientImage = tuple[np.ndarray, np.ndarray, str, str, dict[str, Any]]
+
+
+def patient_images(p: DomainParams, name: str, patient: int, image_size: int
+                   ) -> list[PatientImage]:
+    """Every image of one patient at image_size: (image, mask, patient id, image id, meta)."""
+    weights = area_matrix(acquisition.native_size(p), image_size).astype(np.float32)
+    pid = f"{name}-P{patient:04d}"
+    out: list[PatientImage] = []
+    for view in anatomy.resolve_views(p, patient):
+        case = anatomy.simulate_case(p, patient, view)
+        for shot in acquisition.acquire(case, p):
+            image, mask = resample(shot.image, shot.mask, image_size, weights)
+            meta = {
+                "view": view,
+                "laterality": case.laterality,
+                "view_position": case.position,
+                "has_cluster": bool(mask.any()),
+                "n_clusters": case.n_clusters,
+                "density": round(case.glandular_fraction, 3),
+                "thickness_mm": round(case.thickness_mm, 1),
+                "tile": case.geometry.kind,
+                "photometric_stored": p.acquisition.photometric,
+                "synthetic": True,
+                **shot.meta,
+            }
+            iid = f"{pid}-{view}"
+            if "volume_id" in meta:
+                meta["volume_id"] = f"{name}-{meta['volume_id']}"
+                iid += f"-S{meta['slice']:03d}"
+            out.append((image, mask, pid, iid, meta))
+    return out
+
+
+def _log(progress: Any, message: str) -> None:
+    """Log through the reporter when there is one, else as a Python warning."""
+    if progress is not None and hasattr(progress, "log"):
+        progress.log(message)
+    else:
+        import warnings
+
+        warnings.warn(message, stacklevel=3)
+
+
+@contextlib.contextmanager
+def _task(progress: Any, description: str, total: int) -> Iterator[Any]:
+    """`progress.task(...)` when a reporter is given, else nothing."""
+    if progress is None or not hasattr(progress, "task"):
+        yield None
+        return
+    with progress.task(description, total) as task:
+        yield task

@@ -1,0 +1,164 @@
+"""End-to-end CLI tests on the smoke profile, and the one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from benchmark.cli import app
+
+runner = CliRunner()
+BENCH = [sys.executable, "-m", "benchmark.cli"]
+
+
+def bench(*args: str, results: Path) -> object:
+    """Invoke the CLI in-process with an isolated results folder."""
+    return runner.invoke(app, [*args[:1], *args[1:], "--results-dir", str(results)]
+                         if args[0] in {"run", "eval", "leaderboard"} else list(args))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> dict:
+    """One smoke-profile unet run ffdm -> dbt shared by the tests below."""
+    results = tmp_path_factory.mktemp("results")
+    res = bench("run", "--method", "unet", "--source", "ffdm", "--target", "dbt",
+                "--profile", "smoke", "--no-progress", results=results)
+    assert res.exit_code == 0, res.output
+    run_id = next((results / "runs").iterdir()).name
+    return {"results": results, "output": res.output, "run_id": run_id}
+
+
+def test_run_prints_table_and_stores_results(smoke_run: dict) -> None:
+    out = smoke_run["output"]
+    assert "SYNTHETIC stand-in" in out
+    assert "DSC (%)" in out and "dbt" in out
+    folder = smoke_run["results"] / "runs" / smoke_run["run_id"]
+    info = json.loads((folder / "run.json").read_text())
+    assert info["method"] == "unet" and info["profile"] == "smoke"
+    assert info["versions"]["torch"] and info["data_fingerprints"]["ffdm"]
+    status = json.loads((folder / "status.json").read_text())
+    assert status["state"] == "trained"
+    assert {k.split("@")[0] for k in status["targets"]} == {"ffdm", "dbt"}
+    import pandas as pd
+
+    cases = pd.read_parquet(folder / "per_case.parquet")
+    assert set(cases["target"]) == {"ffdm", "dbt"}
+    assert {"TP", "HD95", "ASSD", "ref_empty", "patient_id", "view"} <= set(cases.columns)
+    assert (folder / "checkpoints" / "best.pt").is_file()
+
+
+def test_rerun_reuses_training_and_is_deterministic(smoke_run: dict) -> None:
+    res = bench("run", "--method", "unet", "--source", "ffdm", "--target", "dbt",
+                "--profile", "smoke", "--no-progress", results=smoke_run["results"])
+    assert res.exit_code == 0, res.output
+    assert "reusing the finished training" in res.output
+    assert len(list((smoke_run["results"] / "runs").iterdir())) == 1
+
+
+def test_same_seed_same_metrics(smoke_run: dict, tmp_path: Path) -> None:
+    import pandas as pd
+
+    res = bench("run", "--method", "unet", "--source", "ffdm", "--target", "dbt",
+                "--profile", "smoke", "--no-progress", results=tmp_path)
+    assert res.exit_code == 0, res.output
+    a = pd.read_parquet(next((tmp_path / "runs").iterdir()) / "per_case.parquet")
+    b = pd.read_parquet(smoke_run["results"] / "runs" / smoke_run["run_id"] / "per_case.parquet")
+    cols = ["image_id", "target", "DSC", "HD", "ASSD", "TP", "FP"]
+    a = a[cols].sort_values(["target", "image_id"]).reset_index(drop=True)
+    b = b[cols].sort_values(["target", "image_id"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_eval_adds_a_target(smoke_run: dict) -> None:
+    res = bench("eval", "--run", smoke_run["run_id"], "--target", "cbis-ddsm", "--no-progress",
+                results=smoke_run["results"])
+    assert res.exit_code == 0, res.output
+    assert "cbis-ddsm" in res.output
+
+
+def test_leaderboard_formats(smoke_run: dict) -> None:
+    for fmt in ("md", "csv", "tex"):
+        res = bench("leaderboard", "--format", fmt, "--with-paper", results=smoke_run["results"])
+        assert res.exit_code == 0, res.output
+    out_dir = smoke_run["results"] / "leaderboards"
+    md = (out_dir / "table1-synthetic-smoke.md").read_text()
+    assert "| P1 | Unet |" in md and "*Unet (paper)*" in md
+    assert (out_dir / "table1-synthetic-smoke.csv").is_file()
+    assert (out_dir / "table1-synthetic-smoke.tex").is_file()
+
+
+def test_list_commands() -> None:
+    res = runner.invoke(app, ["list", "methods"])
+    assert res.exit_code == 0 and "Unet" in res.output and "P1" in res.output
+    res = runner.invoke(app, ["list", "domains"])
+    assert res.exit_code == 0 and "ffdm" in res.output and "cbis-ddsm" in res.output
+
+
+def test_data_show_writes_contact_sheet(tmp_path: Path, session_cache: Path) -> None:
+    png = tmp_path / "sheet.png"
+    res = runner.invoke(app, ["data", "show", "ffdm", "dbt", "--image-size", "32",
+                              "--out", str(png), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert png.stat().st_size > 1000 and "spacing" in res.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["run", "--method", "unte", "--source", "ffdm"], "unknown method 'unte' (did you mean 'unet'"),
+    (["run", "--method", "unet", "--source", "ffdn"], "unknown domain 'ffdn' (did you mean 'ffdm'"),
+    (["run", "--method", "unet", "--source", "ffdm", "--target", "nowhere"],
+     "unknown domain 'nowhere'"),
+    (["run", "--method", "unet", "--source", "missing.toml"], "does not exist"),
+    (["run", "--method", "unet", "--source", "ffdm", "--set", "epoch=2"], "did you mean 'epochs'"),
+    (["run", "--method", "unet", "--source", "ffdm", "--profile", "fast"], "unknown profile"),
+    (["eval", "--run", "nope", "--target", "dbt"], "no run 'nope'"),
+    (["leaderboard", "--format", "xls"], "--format 'xls'"),
+])
+def test_bad_input_is_one_line_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    res = bench(*args, results=tmp_path / "results")
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert "Traceback" not in res.output
+
+
+def test_bad_toml_names_the_key(tmp_path: Path) -> None:
+    toml = tmp_path / "bad.toml"
+    text = (Path(__file__).resolve().parent.parent / "datasets" / "synthetic" / "domains"
+            / "ffdm.toml").read_text()
+    toml.write_text(text + "\n[bogus_table]\nx = 1\n")
+    res = bench("run", "--method", "unet", "--source", str(toml), results=tmp_path / "r")
+    assert res.exit_code == 2 and "bogus_table" in res.output, res.output
+
+
+def test_corrupt_run_folder(smoke_run: dict, tmp_path: Path) -> None:
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(smoke_run["results"] / "runs", results / "runs")
+    (results / "runs" / smoke_run["run_id"] / "status.json").write_text("{truncated")
+    res = bench("eval", "--run", smoke_run["run_id"], "--target", "dbt", results=results)
+    assert res.exit_code == 2 and "corrupt" in res.output
+
+
+def test_unwritable_results_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = bench("run", "--method", "unet", "--source", "ffdm", "--profile", "smoke",
+                results=blocker / "results")
+    assert res.exit_code == 2 and "not writable" in res.output
+
+
+def test_console_script_exit_code(tmp_path: Path) -> None:
+    """The real `bench` entry point (not the in-process runner) exits 2 with one line."""
+    exe = Path(sys.executable).parent / "bench"
+    cmd = [str(exe)] if exe.exists() else BENCH
+    proc = subprocess.run([*cmd, "run", "--method", "nope", "--source", "ffdm"],
+                          capture_output=True, text=True, env={**os.environ},
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "unknown method 'nope'" in proc.stderr and "Traceback" not in proc.stderr
