@@ -34,7 +34,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(func: F) -> F:
-    """Turn UserError into one red line on stderr and exit code 2."""
+    """Turn UserError into one red line on stderr and exit code 2 (Ctrl-C: exit 130)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -43,6 +43,10 @@ def user_errors(func: F) -> F:
         except UserError as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted: finished epochs are kept; run the same command "
+                              "again to resume", highlight=False)
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -204,6 +208,8 @@ def data_show(
         table.add_row("spacing (row, col) mm", ", ".join(f"{v:.4f}" for v in
                                                           data.spacing_mm.mean(0)))
         for k, v in stats.items():
+            if k in {"domain", "images", "image_size", "spacing_mm"}:
+                continue  # already shown above
             table.add_row(k, f"{v:.4f}" if isinstance(v, float) and not math.isnan(v)
                           else str(v))
         console.print(table)

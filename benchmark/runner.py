@@ -84,7 +84,8 @@ def code_version(info: MethodInfo) -> str:
     """Package version + a hash of the code that determines a run's numbers."""
     files = [Path(inspect.getsourcefile(info.cls) or __file__)]
     here = Path(__file__).resolve().parent
-    files += [here / n for n in ("trainer.py", "config.py", "metrics.py", "evaluate.py")]
+    files += [here / n for n in ("trainer.py", "config.py", "metrics.py", "evaluate.py",
+                                 "runner.py")]
     methods_dir = REPO_ROOT / "methods"
     files += [methods_dir / "base.py", methods_dir / "losses.py"]
     files += list((methods_dir / "networks").glob("*.py"))
@@ -227,6 +228,8 @@ def run(req: RunRequest, reporter: Reporter) -> RunOutcome:
     cache = DataCache(profile, req.cache_dir, reporter)
     data, split = cache.get(req.source, source)
 
+    # Seed before building the networks: their initialisation is part of the run's identity.
+    seed_everything(seed_hash(req.seed, "init"))
     method = info.cls(hparams, device, profile.image_size, amp=device.type == "cuda")
     existing = _existing(store, run_id)
     reused = existing is not None and existing.trained and (folder / "checkpoints" /

@@ -162,3 +162,36 @@ def test_console_script_exit_code(tmp_path: Path) -> None:
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert "unknown method 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _tiny_toml(tmp_path: Path, name: str, patients: int = 6) -> Path:
+    """A built-in domain's TOML with fewer patients, for fast subprocess runs."""
+    text = (Path(__file__).resolve().parent.parent / "datasets" / "synthetic" / "domains"
+            / f"{name}.toml").read_text()
+    text = text.replace(f'name = "{name}"', f'name = "tiny-{name}"')
+    lines = [f"n_patients = {patients}" if line.startswith("n_patients") else line
+             for line in text.splitlines()]
+    path = tmp_path / f"tiny-{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_same_seed_same_metrics_across_processes(tmp_path: Path) -> None:
+    """A fresh process that generates the data and one that reads it from the cache train
+    identical models (initialisation must not depend on what ran before in the process)."""
+    import pandas as pd
+
+    src, tgt = _tiny_toml(tmp_path, "ffdm"), _tiny_toml(tmp_path, "dbt", 3)
+    env = {**os.environ, "CALCBENCH_CACHE": str(tmp_path / "cache")}
+    frames = []
+    for i in range(2):  # run 0 generates the data, run 1 reads the cache
+        proc = subprocess.run(
+            [*BENCH, "run", "--method", "unet", "--source", str(src), "--target", str(tgt),
+             "--profile", "smoke", "--no-progress", "--results-dir", str(tmp_path / f"r{i}")],
+            capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        run = next((tmp_path / f"r{i}" / "runs").iterdir())
+        cols = ["target", "image_id", "DSC", "HD", "ASSD", "TP", "FP"]
+        frames.append(pd.read_parquet(run / "per_case.parquet")[cols]
+                      .sort_values(["target", "image_id"]).reset_index(drop=True))
+    pd.testing.assert_frame_equal(frames[0], frames[1])
