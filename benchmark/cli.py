@@ -251,9 +251,9 @@ def leaderboard(
     from benchmark.leaderboard import render_markdown
 
     for t in tables:
-        console.print(render_markdown(t), markup=False, highlight=False)
+        typer.echo(render_markdown(t))  # plain text: markdown must not be wrapped or styled
     for p in paths:
-        console.print(f"wrote {p}", highlight=False)
+        typer.echo(f"wrote {p}")
 
 
 @perf_app.command("metrics")

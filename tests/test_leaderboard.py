@@ -44,6 +44,7 @@ def test_tables_are_split_by_kind_and_exclude_in_domain(tmp_path: Path) -> None:
     cell = synthetic.cells[("Unet", "ffdm", "dbt")]
     assert cell.summary is not None and cell.summary["DSC_mean"] == 50.0
     assert synthetic.cells[("Swin-Unet", "ffdm", "dbt")].reason == "failed"
+    assert "**" not in render_markdown(tables[0])  # a lone method is not "best"
 
 
 def test_rows_follow_paper_order_and_best_is_bold(tmp_path: Path) -> None:
