@@ -258,8 +258,8 @@ def render_csv(table: Table) -> str:
                    "status": "ok" if cell.summary else cell.reason,
                    "n_images": cell.summary["n"] if cell.summary else 0}
             for m in METRICS:
-                rec[f"{m}_mean"] = cell.summary[f"{m}_mean"] if cell.summary else None
-                rec[f"{m}_std"] = cell.summary[f"{m}_std"] if cell.summary else None
+                for stat in ("mean", "std", "undefined"):
+                    rec[f"{m}_{stat}"] = cell.summary[f"{m}_{stat}"] if cell.summary else None
             recs.append(rec)
             if (display, s, t) in table.paper:
                 p = table.paper[(display, s, t)]
@@ -268,7 +268,8 @@ def render_csv(table: Table) -> str:
                              "numbers_from": "paper (real data)", "status": "published",
                              "n_images": None,
                              **{f"{m}_mean": p[m] for m in METRICS},
-                             **{f"{m}_std": None for m in METRICS}})
+                             **{f"{m}_{stat}": None for m in METRICS
+                                for stat in ("std", "undefined")}})
     return pd.DataFrame(recs).to_csv(index=False)
 
 

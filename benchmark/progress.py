@@ -63,13 +63,14 @@ class Reporter:
 
     @contextmanager
     def task(self, description: str, total: int | None = None, every: bool = False,
-             quiet_ends: bool = False) -> Iterator[Task]:
+             quiet_ends: bool = False, completed: int = 0) -> Iterator[Task]:
         """Track `total` items of work under `description` for the duration of the block.
 
         Plain mode prints a start and a done line (unless `quiet_ends`), and progress lines
         every `min_interval_s` seconds (or on every advance when `every`).
         """
         task = Task(self, description, total, every, quiet_ends)
+        task.done = completed  # e.g. epochs already done by a run being resumed
         if self.plain:
             if not quiet_ends:
                 self._plain_line(task, {}, force=True)
@@ -93,7 +94,8 @@ class Reporter:
             )
             self._progress.start()
         assert self._progress is not None
-        task._rich_id = self._progress.add_task(description, total=total, info="")
+        task._rich_id = self._progress.add_task(description, total=total, info="",
+                                                completed=completed)
         try:
             yield task
         finally:

@@ -111,9 +111,8 @@ def train(method: Method, data: DomainData, train_idx: np.ndarray, val_idx: np.n
     n_steps = profile.steps_per_epoch or max(1, len(train_idx) // bs)
     groups = method.training_groups()
     t0 = time.monotonic()
-    with reporter.task("epochs", total=profile.epochs, every=True) as epochs_task:
-        if start_epoch:
-            epochs_task.advance(start_epoch)
+    with reporter.task("epochs", total=profile.epochs, every=True,
+                       completed=start_epoch) as epochs_task:
         for epoch in range(start_epoch, profile.epochs):
             seed_everything(seed_hash(seed, epoch, "global"))
             gen = torch.Generator().manual_seed(seed_hash(seed, epoch, "data"))

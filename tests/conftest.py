@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Every test (and every `bench` subprocess it starts) uses one throw-away data cache, never
+# the user's ~/.cache/calcbench; synthetic domains are generated once per session.
+_CACHE = Path(tempfile.mkdtemp(prefix="calcbench-test-cache-"))
+os.environ["CALCBENCH_CACHE"] = str(_CACHE)
 
 
 @pytest.fixture(scope="session")
-def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One data cache for the whole session, so synthetic domains are generated once."""
-    path = tmp_path_factory.mktemp("cache")
-    os.environ["CALCBENCH_CACHE"] = str(path)
-    return path
+def session_cache() -> Path:
+    """The session-wide data cache folder."""
+    return _CACHE
 
 
 @pytest.fixture()

@@ -49,3 +49,28 @@ def test_plugins_can_be_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry.metadata, "entry_points", lambda group: called.append(group))
     registry._load_entry_points("calcbench.methods", registry._register_method_entry_point)
     assert called == []
+
+
+def test_foreign_datasets_package_is_detected(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    from benchmark import check_datasets_package
+
+    assert check_datasets_package() is None
+    fake = types.ModuleType("datasets")
+    fake.__file__ = "/site-packages/datasets/__init__.py"
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    message = check_datasets_package()
+    assert message is not None and "HuggingFace" in message and "/site-packages" in message
+
+
+def test_domain_registry_and_stand_in_note() -> None:
+    from datasets.registry import resolve_domain, stand_in_note
+
+    domains = registry.DOMAINS.all()
+    assert {"ffdm", "dbt", "cbis-ddsm"} <= set(domains)
+    ffdm = resolve_domain("ffdm")
+    assert ffdm.synthetic and "SYNTHETIC stand-in" in (stand_in_note("ffdm", ffdm) or "")
+    with pytest.raises(UserError, match="did you mean 'dbt'"):
+        resolve_domain("dbtt")
