@@ -270,7 +270,9 @@ def render_csv(table: Table) -> str:
                              **{f"{m}_mean": p[m] for m in METRICS},
                              **{f"{m}_{stat}": None for m in METRICS
                                 for stat in ("std", "undefined")}})
-    return pd.DataFrame(recs).to_csv(index=False)
+    frame = pd.DataFrame(recs)
+    counts = [c for c in frame.columns if c == "n_images" or c.endswith("_undefined")]
+    return frame.astype({c: "Int64" for c in counts}).to_csv(index=False)
 
 
 RENDERERS = {"md": render_markdown, "csv": render_csv, "tex": render_latex}
