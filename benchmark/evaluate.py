@@ -25,8 +25,8 @@ def evaluate(method: Method, data: DomainData, index: np.ndarray, profile: Profi
     with reporter.task(f"evaluate {label}", total=len(index)) as task:
         for start in range(0, len(index), profile.eval_batch_size):
             chunk = index[start:start + profile.eval_batch_size]
-            batch = to_batch(data, chunk, device)
-            probs = method.predict(batch["image"]).float().cpu().numpy()[:, 0]
+            batch = to_batch(data, chunk, device, method.context_slices)
+            probs = method.predict_batch(batch).float().cpu().numpy()[:, 0]
             extras = method.case_info()
             for j, i in enumerate(chunk):
                 pred = probs[j] >= profile.threshold

@@ -40,26 +40,39 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
-def to_batch(data: DomainData, index: np.ndarray, device: torch.device) -> Batch:
-    """Stack images/masks `index` into (B,1,H,W) float tensors on `device`."""
+def to_batch(data: DomainData, index: np.ndarray, device: torch.device,
+             context_slices: int = 0) -> Batch:
+    """Stack images/masks `index` into (B,1,H,W) float tensors on `device`.
+
+    With `context_slices` D > 0 the batch also holds "slices" (B,D,H,W), the D slices centred
+    on each image (see `DomainData.neighbour_index`), and "slices_real" (B,) bool.
+    """
     images = torch.from_numpy(np.ascontiguousarray(data.images[index])).unsqueeze(1)
     masks = torch.from_numpy(np.ascontiguousarray(data.masks[index])).unsqueeze(1).float()
-    return {"image": images.to(device), "mask": masks.to(device)}
+    batch = {"image": images.to(device), "mask": masks.to(device)}
+    if context_slices > 0:
+        picks = [data.neighbour_index(int(i), context_slices) for i in index]
+        stack = np.stack([data.images[ix] for ix, _ in picks])
+        batch["slices"] = torch.from_numpy(stack).to(device)
+        batch["slices_real"] = torch.tensor([real for _, real in picks], device=device)
+    return batch
 
 
 def geometric_augment(batch: Batch, gen: torch.Generator) -> Batch:
-    """Random horizontal/vertical flips and 90-degree rotations, image and mask alike."""
-    images, masks = batch["image"].clone(), batch["mask"].clone()
-    n = images.shape[0]
+    """Random horizontal/vertical flips and 90-degree rotations, applied alike to every
+    spatial tensor of the batch (image, mask and, if present, the slice context)."""
+    spatial = [k for k, v in batch.items() if v.dim() == 4]
+    out = {k: (v.clone() if k in spatial else v) for k, v in batch.items()}
+    n = batch["image"].shape[0]
     draws = torch.randint(0, 8, (n,), generator=gen)
     for i in range(n):
         k, flip = int(draws[i]) % 4, int(draws[i]) >= 4
-        img, msk = images[i], masks[i]
-        if flip:
-            img, msk = img.flip(-1), msk.flip(-1)
-        images[i] = torch.rot90(img, k, (-2, -1))
-        masks[i] = torch.rot90(msk, k, (-2, -1))
-    return {"image": images, "mask": masks}
+        for key in spatial:
+            t = out[key][i]
+            if flip:
+                t = t.flip(-1)
+            out[key][i] = torch.rot90(t, k, (-2, -1))
+    return out
 
 
 @torch.no_grad()
@@ -71,8 +84,9 @@ def validation_dsc(method: Method, data: DomainData, index: np.ndarray, profile:
     method.train(False)
     scores = []
     for start in range(0, len(index), profile.eval_batch_size):
-        batch = to_batch(data, index[start:start + profile.eval_batch_size], device)
-        pred = (method.predict(batch["image"]) >= profile.threshold).float()
+        batch = to_batch(data, index[start:start + profile.eval_batch_size], device,
+                         method.context_slices)
+        pred = (method.predict_batch(batch) >= profile.threshold).float()
         ref = batch["mask"]
         inter = (pred * ref).flatten(1).sum(1)
         total = pred.flatten(1).sum(1) + ref.flatten(1).sum(1)
@@ -125,10 +139,11 @@ def train(method: Method, data: DomainData, train_idx: np.ndarray, val_idx: np.n
             with reporter.task(f"epoch {epoch + 1} steps", total=n_steps,
                                  quiet_ends=True) as steps_task:
                 for step in range(n_steps):
-                    batch = to_batch(data, order[step * bs:(step + 1) * bs], device)
+                    batch = to_batch(data, order[step * bs:(step + 1) * bs], device,
+                                     method.context_slices)
                     if profile.geometric_aug:
                         batch = geometric_augment(batch, gen)
-                    views = {g: method.make_view(g, batch) for g in groups}
+                    views = {g: method.make_view(g, batch, gen) for g in groups}
                     out = method.update(views)
                     bad = [k for k, v in out.items() if not math.isfinite(v)]
                     if bad:

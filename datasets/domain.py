@@ -46,6 +46,36 @@ class DomainData:
     def __len__(self) -> int:
         return len(self.images)
 
+    def neighbour_index(self, i: int, depth: int) -> tuple[np.ndarray, bool]:
+        """Indices of the `depth` slices centred on image `i`, and whether they are real.
+
+        Images of one volume share meta["volume_id"] and are ordered by meta["slice"]; at a
+        volume's edge the nearest slice is repeated. Images with no volume get themselves
+        `depth` times (the slice-replicated input), flagged False.
+        """
+        volumes = self._volumes()
+        vid = self.meta[i].get("volume_id")
+        members = volumes.get(vid) if vid not in (None, "") else None
+        if not members or len(members) < 2:
+            return np.full(depth, i, dtype=np.int64), False
+        pos = members.index(i)
+        offsets = np.arange(depth) - depth // 2
+        picks = np.clip(pos + offsets, 0, len(members) - 1)
+        return np.asarray([members[p] for p in picks], dtype=np.int64), True
+
+    def _volumes(self) -> dict[Any, list[int]]:
+        """volume_id -> image indices ordered by slice (computed once)."""
+        cached = self.__dict__.get("_volume_cache")
+        if cached is None:
+            groups: dict[Any, list[int]] = {}
+            for j, m in enumerate(self.meta):
+                if m.get("volume_id") not in (None, ""):
+                    groups.setdefault(m["volume_id"], []).append(j)
+            cached = {v: sorted(ix, key=lambda j: float(self.meta[j].get("slice", 0)))
+                      for v, ix in groups.items()}
+            self.__dict__["_volume_cache"] = cached
+        return cached
+
     def subset(self, index: np.ndarray | list[int]) -> DomainData:
         """Rows `index` as a new DomainData (arrays are copied by fancy indexing)."""
         idx = np.asarray(index, dtype=np.int64)

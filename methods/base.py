@@ -33,6 +33,11 @@ class Method(abc.ABC):
         self.image_size = image_size
         self.amp = amp and device.type == "cuda"
 
+    #: Adjacent slices wanted as context: when > 0 the harness adds batch["slices"]
+    #: (B, D, H, W), the D slices centred on each image (its real neighbours when the domain
+    #: has volumes, the image itself replicated otherwise) and batch["slices_real"] (B,) bool.
+    context_slices: ClassVar[int] = 0
+
     # --- declaration ------------------------------------------------------------------------
     @classmethod
     def hparam_space(cls) -> list[HParam]:
@@ -43,8 +48,12 @@ class Method(abc.ABC):
         """Names of the domain-homogeneous batch groups `update` expects (default: one)."""
         return ["source"]
 
-    def make_view(self, group: str, batch: Batch) -> Batch:
-        """The `group` view of a source batch (e.g. a Bezier-augmented pseudo-domain)."""
+    def make_view(self, group: str, batch: Batch, gen: torch.Generator) -> Batch:
+        """The `group` view of a source batch (e.g. a Bezier-augmented pseudo-domain).
+
+        `gen` is the harness's (seed, epoch)-seeded CPU generator: draw any randomness from it
+        so that a resumed run repeats exactly.
+        """
         return batch
 
     # --- training and inference -------------------------------------------------------------
@@ -55,6 +64,10 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Foreground probabilities (B,1,H,W) in [0,1] for images (B,1,H,W) in [0,1]."""
+
+    def predict_batch(self, batch: Batch) -> torch.Tensor:
+        """Probabilities for a harness batch; override to use extra keys such as "slices"."""
+        return self.predict(batch["image"])
 
     def case_info(self) -> list[dict[str, Any]]:
         """Per-image extras of the last `predict` call (e.g. the chosen branch); default none."""

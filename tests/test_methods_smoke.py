@@ -11,13 +11,17 @@ from benchmark.registry import METHODS
 SIZE = 32
 
 
-def _batch(seed: int) -> dict[str, torch.Tensor]:
+def _batch(seed: int, context_slices: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     images = torch.rand(4, 1, SIZE, SIZE, generator=g) * 0.3
     masks = torch.zeros(4, 1, SIZE, SIZE)
     masks[:, :, 8:16, 10:20] = 1
     images = images + 0.6 * masks
-    return {"image": images, "mask": masks}
+    batch = {"image": images, "mask": masks}
+    if context_slices:  # what the harness adds for methods that want adjacent slices
+        batch["slices"] = images.repeat(1, context_slices, 1, 1)
+        batch["slices_real"] = torch.zeros(4, dtype=torch.bool)
+    return batch
 
 
 @pytest.mark.parametrize("name", sorted(METHODS.all()))
@@ -28,23 +32,25 @@ def test_method_smoke(name: str) -> None:
     method = info.cls(hparams, torch.device("cpu"), SIZE)
     assert method.num_parameters() > 0
     groups = method.training_groups()
+    gen = torch.Generator().manual_seed(0)
     for step in range(3):
-        batch = _batch(step)
-        logs = method.update({g: method.make_view(g, batch) for g in groups})
+        batch = _batch(step, method.context_slices)
+        logs = method.update({g: method.make_view(g, batch, gen) for g in groups})
         assert logs and all(torch.isfinite(torch.tensor(v)) for v in logs.values())
     method.train(False)
-    images = _batch(99)["image"]
-    probs = method.predict(images)
+    test_batch = _batch(99, method.context_slices)
+    images = test_batch["image"]
+    probs = method.predict_batch(test_batch)
     assert probs.shape == images.shape
     assert float(probs.min()) >= 0.0 and float(probs.max()) <= 1.0
 
     state = method.state_dict()
     torch.manual_seed(1)
     clone = info.cls(hparams, torch.device("cpu"), SIZE)
-    assert not torch.equal(clone.predict(images), probs)  # a fresh model differs...
+    assert not torch.equal(clone.predict_batch(test_batch), probs)  # a fresh model differs...
     clone.load_state_dict(state)
     clone.train(False)
-    assert torch.allclose(clone.predict(images), probs, atol=1e-6)  # ...until state is loaded
+    assert torch.allclose(clone.predict_batch(test_batch), probs, atol=1e-6)  # ...until state is loaded
 
 
 def test_unet_parameter_count_matches_spec() -> None:

@@ -59,3 +59,24 @@ def test_geometric_augment_moves_image_and_mask_together() -> None:
     assert torch.equal(out["image"], out["mask"])
     assert not torch.equal(out["image"], img)  # at least one sample was transformed
     assert torch.equal(out["image"].sum((1, 2, 3)), img.sum((1, 2, 3)))
+
+
+def test_neighbour_index_uses_real_slices_and_replicates_otherwise() -> None:
+    import numpy as np
+
+    from datasets.domain import DomainData
+
+    n = 5
+    meta = [{"volume_id": "v1", "slice": s} for s in (2, 0, 1)] + [{}, {"volume_id": "v2",
+                                                                        "slice": 0}]
+    data = DomainData("d", np.zeros((n, 4, 4), np.float32), np.zeros((n, 4, 4), np.uint8),
+                      np.ones((n, 2)), [f"p{i}" for i in range(n)], [f"i{i}" for i in range(n)],
+                      meta)
+    idx, real = data.neighbour_index(2, 3)  # slice 1 of v1: neighbours slice 0 and 2
+    assert real and idx.tolist() == [1, 2, 0]
+    idx, real = data.neighbour_index(1, 3)  # slice 0 at the edge: repeated
+    assert real and idx.tolist() == [1, 1, 2]
+    idx, real = data.neighbour_index(3, 3)  # no volume: the image itself, flagged
+    assert not real and idx.tolist() == [3, 3, 3]
+    idx, real = data.neighbour_index(4, 3)  # a one-slice volume is no context either
+    assert not real and idx.tolist() == [4, 4, 4]
