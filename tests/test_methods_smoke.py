@@ -50,7 +50,8 @@ def test_method_smoke(name: str) -> None:
     assert not torch.equal(clone.predict_batch(test_batch), probs)  # a fresh model differs...
     clone.load_state_dict(state)
     clone.train(False)
-    assert torch.allclose(clone.predict_batch(test_batch), probs, atol=1e-6)  # ...until state is loaded
+    # ...until its state is loaded
+    assert torch.allclose(clone.predict_batch(test_batch), probs, atol=1e-6)
 
 
 def test_unet_parameter_count_matches_spec() -> None:
