@@ -7,6 +7,7 @@ died resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
 import hashlib
@@ -80,17 +81,36 @@ def _hash_files(paths: list[Path]) -> str:
     return digest.hexdigest()[:12]
 
 
+def _methods_imports(path: Path, seen: set[Path]) -> None:
+    """Add `path` and, recursively, every `methods.*` module it imports to `seen`."""
+    if path in seen or not path.is_file():
+        return
+    seen.add(path)
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            if name == "methods" or name.startswith("methods."):
+                rel = Path(*name.split("."))
+                for cand in (REPO_ROOT / rel.with_suffix(".py"), REPO_ROOT / rel / "__init__.py"):
+                    _methods_imports(cand, seen)
+
+
 def code_version(info: MethodInfo) -> str:
-    """Package version + a hash of the code that determines a run's numbers."""
-    files = [Path(inspect.getsourcefile(info.cls) or __file__)]
+    """Package version + a hash of the code that determines a run's numbers: the harness
+    files below, the method's module and every `methods.*` module it imports (transitively)."""
+    files: set[Path] = set()
+    _methods_imports(Path(inspect.getsourcefile(info.cls) or __file__).resolve(), files)
     here = Path(__file__).resolve().parent
-    files += [here / n for n in ("trainer.py", "config.py", "metrics.py", "evaluate.py",
-                                 "runner.py")]
+    files |= {here / n for n in ("trainer.py", "config.py", "metrics.py", "evaluate.py",
+                                 "runner.py")}
     methods_dir = REPO_ROOT / "methods"
-    files += [methods_dir / "base.py", methods_dir / "losses.py"]
-    files += list((methods_dir / "networks").glob("*.py"))
-    files = [f for f in files if f.is_file()]
-    return f"{info.provider.version}+{_hash_files(files)}"
+    files |= {methods_dir / "base.py", methods_dir / "losses.py"}
+    files = {f for f in files if f.is_file()}
+    return f"{info.provider.version}+{_hash_files(sorted(files))}"
 
 
 def git_commit() -> str | None:
