@@ -149,6 +149,24 @@ class RunRequest:
     sets: list[str] = field(default_factory=list)
     results_dir: Path = field(default_factory=default_results_dir)
     cache_dir: Path = field(default_factory=default_cache_dir)
+    trial: int = 0  # hparam trial: 0 = the profile defaults, n > 0 = the n-th random draw
+    checkpoint_every: int | None = None  # also save last.pt every N steps (None: per epoch)
+
+
+@dataclass
+class RunPlan:
+    """What a request resolves to before anything runs: method, budget, hparams and run id."""
+
+    info: MethodInfo
+    profile: Profile
+    hparams: dict[str, Any]
+    version: str
+    domains: dict[str, Domain]
+    run_id: str
+
+
+class RunBusyError(UserError):
+    """The run is being trained by another process right now (sweeps defer such jobs)."""
 
 
 @dataclass
@@ -209,32 +227,28 @@ def training_lock(folder: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"run '{folder.name}' is being trained by another process") from None
+            raise RunBusyError(f"run '{folder.name}' is being trained by another process"
+                               ) from None
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def run(req: RunRequest, reporter: Reporter) -> RunOutcome:
-    """Train (or reuse) `req.method` on `req.source` and evaluate the source and each target."""
+def plan_run(req: RunRequest, reporter: Reporter) -> RunPlan:
+    """Resolve method, profile, hparams (trial draw + --set) and domains into the run id.
+
+    The id hashes (method, source data, profile, hparams, seed, code version), so sweeps use
+    this same function to name their jobs.
+    """
     info = get_method(req.method)
     base_profile = get_profile(req.profile)
     space = info.cls.hparam_space()
     overrides = split_overrides(req.sets, base_profile, [h.name for h in space])
     profile = apply_profile_overrides(base_profile, overrides.profile)
-    hparams = {**resolve_hparams(space, profile.name), **overrides.hparams}
-    device = resolve_device(req.device)
-    store = ResultsStore(req.results_dir)
-    store.ensure_writable()
+    hparams = {**resolve_hparams(space, profile.name, req.trial), **overrides.hparams}
     domains = _domains([req.source, *req.targets], reporter)
     source = domains[req.source]
-    for spec, dom in domains.items():
-        if dom.kind != source.kind:
-            reporter.log(f"[yellow]note: target '{spec}' is {dom.kind} while the source is "
-                         f"{source.kind}; these results are kept apart from the leaderboards "
-                         "[/yellow]")
-
     version = code_version(info)
     identity = {
         "method": info.name, "source": req.source, "source_fingerprint": source.fingerprint(),
@@ -244,6 +258,23 @@ def run(req: RunRequest, reporter: Reporter) -> RunOutcome:
     run_id = f"{info.name}-{req.source}-{profile.name}-s{req.seed}-" \
              f"{seed_hash(identity):08x}"[:80]
     run_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    return RunPlan(info, profile, hparams, version, domains, run_id)
+
+
+def run(req: RunRequest, reporter: Reporter) -> RunOutcome:
+    """Train (or reuse) `req.method` on `req.source` and evaluate the source and each target."""
+    plan = plan_run(req, reporter)
+    info, profile, hparams, version, domains, run_id = (
+        plan.info, plan.profile, plan.hparams, plan.version, plan.domains, plan.run_id)
+    device = resolve_device(req.device)
+    store = ResultsStore(req.results_dir)
+    store.ensure_writable()
+    source = domains[req.source]
+    for spec, dom in domains.items():
+        if dom.kind != source.kind:
+            reporter.log(f"[yellow]note: target '{spec}' is {dom.kind} while the source is "
+                         f"{source.kind}; these results are kept apart from the leaderboards "
+                         "[/yellow]")
     folder = store.run_dir(run_id)
     cache = DataCache(profile, req.cache_dir, reporter)
     data, split = cache.get(req.source, source)
@@ -297,7 +328,8 @@ def _train_run(store: ResultsStore, run_id: str, folder: Path, info: MethodInfo,
         "data_fingerprints": {req.source: source.fingerprint()},
         "source_describe": source.describe(),
         "profile": profile.name, "profile_settings": profile.to_dict(), "hparams": hparams,
-        "seed": req.seed, "device": str(device), "code_version": version,
+        "seed": req.seed, "hparam_trial": req.trial, "device": str(device),
+        "code_version": version,
         "git_commit": git_commit(), "versions": versions(), "created": now_iso(),
         "split_hash": split_hash(split), "split_sizes": {k: len(v) for k, v in split.items()},
         "num_parameters": method.num_parameters(), "command": sys.argv,
@@ -310,7 +342,8 @@ def _train_run(store: ResultsStore, run_id: str, folder: Path, info: MethodInfo,
     seed_everything(req.seed)
     try:
         result = train(method, data, split["train"], split["val"], profile, req.seed,
-                       folder / "checkpoints", reporter, device)
+                       folder / "checkpoints", reporter, device,
+                       checkpoint_every=req.checkpoint_every)
     except (Exception, KeyboardInterrupt) as exc:
         store.update_status(run_id, state="failed", error=f"{type(exc).__name__}: {exc}")
         raise

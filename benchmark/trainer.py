@@ -105,14 +105,46 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _rng_states(gen: torch.Generator) -> dict[str, Any]:
+    """Every generator a step may draw from: the (seed, epoch) data generator and the globals."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "data": gen.get_state(), "torch": torch.get_rng_state(),
+        # plain values and a tensor, so that torch.load(weights_only=True) accepts them
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(gen: torch.Generator, states: dict[str, Any]) -> None:
+    """Undo `_rng_states`: the next draws repeat those of the uninterrupted run."""
+    gen.set_state(states["data"])
+    torch.set_rng_state(states["torch"])
+    npst = states["numpy"]
+    np.random.set_state((npst["kind"], npst["keys"].numpy().astype(np.uint32), npst["pos"],
+                         npst["has_gauss"], npst["cached"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 def train(method: Method, data: DomainData, train_idx: np.ndarray, val_idx: np.ndarray,
           profile: Profile, seed: int, ckpt_dir: Path, reporter: Reporter,
-          device: torch.device) -> TrainResult:
-    """Train `method` for `profile.epochs`, resuming from `ckpt_dir/last.pt` if present."""
+          device: torch.device, checkpoint_every: int | None = None) -> TrainResult:
+    """Train `method` for `profile.epochs`, resuming from `ckpt_dir/last.pt` if present.
+
+    `last.pt` is written at the end of every epoch and, with `checkpoint_every` N, also after
+    every N-th step inside an epoch (with the step, the losses so far and every RNG state), so
+    a run killed mid-epoch resumes at that step and ends with the uninterrupted run's weights.
+    """
     if len(train_idx) < 2:
         raise ValueError(f"the training split of '{data.domain}' has {len(train_idx)} images; "
                          "need at least 2")
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1 step, got {checkpoint_every}")
     start_epoch, best_epoch, best_dsc, history = 0, -1, -math.inf, []
+    mid_epoch: dict[str, Any] | None = None  # a checkpoint taken inside an epoch
     last = ckpt_dir / "last.pt"
     if last.is_file():
         state = load_checkpoint(last)
@@ -120,7 +152,10 @@ def train(method: Method, data: DomainData, train_idx: np.ndarray, val_idx: np.n
         start_epoch = int(state["epoch"]) + 1
         best_epoch, best_dsc = int(state["best_epoch"]), float(state["best_val_dsc"])
         history = list(state["history"])
-        reporter.log(f"resuming from {last} at epoch {start_epoch + 1}/{profile.epochs}")
+        if state.get("step") is not None:
+            mid_epoch, start_epoch = state, int(state["epoch"])
+        at = f" step {int(state['step']) + 1}" if mid_epoch else ""
+        reporter.log(f"resuming from {last} at epoch {start_epoch + 1}/{profile.epochs}{at}")
     bs = profile.batch_size
     n_steps = profile.steps_per_epoch or max(1, len(train_idx) // bs)
     groups = method.training_groups()
@@ -135,10 +170,15 @@ def train(method: Method, data: DomainData, train_idx: np.ndarray, val_idx: np.n
                 extra = torch.randperm(len(train_idx), generator=gen).numpy()
                 order = np.concatenate([order, train_idx[extra]])
             logs: list[dict[str, float]] = []
+            first_step = 0
+            if mid_epoch is not None and int(mid_epoch["epoch"]) == epoch:
+                first_step, logs = int(mid_epoch["step"]), list(mid_epoch["logs"])
+                _restore_rng_states(gen, mid_epoch["rng"])
+                mid_epoch = None
             method.train(True)
             with reporter.task(f"epoch {epoch + 1} steps", total=n_steps,
-                                 quiet_ends=True) as steps_task:
-                for step in range(n_steps):
+                               quiet_ends=True, completed=first_step) as steps_task:
+                for step in range(first_step, n_steps):
                     batch = to_batch(data, order[step * bs:(step + 1) * bs], device,
                                      method.context_slices)
                     if profile.geometric_aug:
@@ -150,6 +190,12 @@ def train(method: Method, data: DomainData, train_idx: np.ndarray, val_idx: np.n
                         raise FloatingPointError(f"non-finite loss {bad} at epoch {epoch + 1} "
                                                  f"step {step + 1}")
                     logs.append(out)
+                    if checkpoint_every and (step + 1) % checkpoint_every == 0 \
+                            and step + 1 < n_steps:
+                        save_checkpoint(last, {
+                            "method": method.state_dict(), "epoch": epoch, "step": step + 1,
+                            "logs": logs, "rng": _rng_states(gen), "best_epoch": best_epoch,
+                            "best_val_dsc": best_dsc, "history": history})
                     steps_task.advance(1, **{k: v for k, v in out.items() if k.endswith("loss")})
             method.end_epoch(epoch)
             val = validation_dsc(method, data, val_idx, profile, device)

@@ -80,3 +80,53 @@ def test_neighbour_index_uses_real_slices_and_replicates_otherwise() -> None:
     assert not real and idx.tolist() == [3, 3, 3]
     idx, real = data.neighbour_index(4, 3)  # a one-slice volume is no context either
     assert not real and idx.tolist() == [4, 4, 4]
+
+
+class _Killed(Exception):
+    """Stands in for a process killed in the middle of an epoch."""
+
+
+def test_mid_epoch_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    """checkpoint_every: a run killed mid-epoch resumes at its step with identical weights."""
+    import dataclasses
+
+    profile = dataclasses.replace(PROFILE, epochs=2, steps_per_epoch=4)
+    data = ToyDomain(n_patients=6).load(32, tmp_path)
+    info = get_method("unet")
+    hparams = resolve_hparams(info.cls.hparam_space(), "smoke")
+
+    def fresh(die_at: int | None = None) -> object:
+        torch.manual_seed(0)
+        method = info.cls(hparams, torch.device("cpu"), 32)
+        if die_at is not None:
+            calls = {"n": 0}
+            update = method.update
+
+            def dying_update(views: dict) -> dict:
+                calls["n"] += 1
+                if calls["n"] == die_at:
+                    raise _Killed
+                return update(views)
+
+            method.update = dying_update  # type: ignore[method-assign]
+        return method
+
+    def run(method: object, ckpt: Path, every: int | None) -> object:
+        return train(method, data, np.arange(8), np.arange(8, 12), profile, seed=7,
+                     ckpt_dir=ckpt, reporter=NullReporter(), device=torch.device("cpu"),
+                     checkpoint_every=every)
+
+    full = fresh()
+    full_result = run(full, tmp_path / "full", None)
+    dying = fresh(die_at=7)  # epoch 2, step 3: the last checkpoint holds epoch 2 step 2
+    try:
+        run(dying, tmp_path / "cut", 2)
+    except _Killed:
+        pass
+    state = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert (state["epoch"], state["step"]) == (1, 2)
+    resumed = fresh()
+    result = run(resumed, tmp_path / "cut", 2)
+    assert all(torch.equal(x, y) for x, y in zip(_params(full), _params(resumed), strict=True))
+    assert result.history == full_result.history  # epoch-mean losses include pre-kill steps
+    assert "step" not in load_checkpoint(tmp_path / "cut" / "last.pt")  # ends on an epoch
