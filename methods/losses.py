@@ -21,3 +21,15 @@ def bce_dice_loss(logits: torch.Tensor, masks: torch.Tensor,
     bce = F.binary_cross_entropy_with_logits(logits, masks)
     dice = soft_dice_loss(logits, masks)
     return {"loss": bce_weight * bce + dice_weight * dice, "bce": bce, "dice": dice}
+
+
+def two_class_dice_loss(logits: torch.Tensor, masks: torch.Tensor,
+                        eps: float = 1e-5) -> torch.Tensor:
+    """MLN-net Eq. 14 with N = 2 classes: 1 - mean over {background, foreground} of the soft
+    Dice, sums over the whole batch (as SADN's dice_loss1, whose code MLN-net reuses)."""
+    p = torch.sigmoid(logits)
+    probs, target = torch.cat([1 - p, p], 1), torch.cat([1 - masks, masks], 1)
+    dims = (0, 2, 3)
+    inter = (probs * target).sum(dims)
+    denom = probs.sum(dims) + target.sum(dims)
+    return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()

@@ -107,6 +107,17 @@ class MultiNorm(nn.Module):
         self.acc_std.zero_()
         self.acc_count.zero_()
 
+    def reference_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stored (K, C) mean and std per branch: the last completed period's, or, for a
+        branch with none yet (a model stopped mid-epoch), the period in progress; an untrained
+        branch keeps its initial mean 0 / std 1."""
+        mean, std = self.stat_mean.clone(), self.stat_std.clone()
+        fresh = (self.stat_count == 0) & (self.acc_count > 0)
+        n = self.acc_count[fresh].unsqueeze(1)
+        mean[fresh] = self.acc_mean[fresh] / n
+        std[fresh] = self.acc_std[fresh] / n
+        return mean, std
+
     # --- forward ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ids = _active_branch()

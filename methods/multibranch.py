@@ -1,0 +1,239 @@
+"""The multi-branch family: MLN-net and its Table 3 ablations as one configurable method.
+
+A configuration picks the backbone (Swin-Unet or U-Net), whether the source is augmented into
+pseudo-domains (Bezier source-similar, inverted source-dissimilar; section 3.1), whether each
+pseudo-domain gets its own normalisation branch (multiple LN; 3.2.2) and how branches are
+combined at test time (one branch, the sum of the branches' binary outputs, or selection by
+normalisation statistics; 3.3). Training follows Eqs. 14-15: a 2-class Dice loss per branch on
+its own domain-homogeneous batch, summed, one optimiser step (the SADN-style one step per group
+is `loss_step=per-group`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from benchmark.config import HParam
+from methods.augment import (
+    BezierCurve,
+    Inversion,
+    PseudoDomain,
+    PseudoDomainMethod,
+    bezier_curves,
+    identity,
+    similar_dissimilar,
+)
+from methods.base import Batch, SingleNetworkMethod
+from methods.losses import two_class_dice_loss
+from methods.networks.multinorm import (
+    MultiLayerNorm,
+    branch,
+    capture,
+    convert_layernorms,
+    end_recording_period,
+    multinorms,
+)
+from methods.networks.unet import UNet
+from methods.selection import branch_scores, choose, correctional_mean
+from methods.swinunet import SwinUnetMethod
+
+
+class MultiBranchMethod(PseudoDomainMethod):
+    """Backbone + pseudo-domains + K normalisation branches + a test-time combination rule."""
+
+    backbone: ClassVar[str] = "swin"  # "swin" | "unet"
+    augment: ClassVar[bool] = True  # Bezier + inversion pseudo-domains
+    branched: ClassVar[bool] = True  # one norm branch per pseudo-domain (else one, pooled)
+    combine: ClassVar[str] = "select"  # "select" | "sum" | "single"
+    metric: ClassVar[str] = "cosine"  # for combine == "select"
+    plus: ClassVar[bool] = False  # the correctional mean in Q_d and Q_t
+
+    def __init__(self, hparams: dict[str, Any], device: torch.device, image_size: int,
+                 amp: bool = False) -> None:
+        super().__init__(hparams, device, image_size, amp)
+        self.groups = self.pseudo_domains()
+        self.num_branches = len(self.groups) if self.branched else 1
+        self.network = self.build_network().to(device)
+        self.optimizer = torch.optim.Adam(self.network.parameters(),
+                                          lr=float(self.hparams["lr"]),
+                                          weight_decay=float(self.hparams["weight_decay"]))
+        # correctional means of each branch's training inputs (Q_d of the "+" variants):
+        # sums of the epoch in progress and the values of the last completed epoch
+        self.pixel_sum = torch.zeros(self.num_branches)
+        self.pixel_count = torch.zeros(self.num_branches)
+        self.pixel_mean = torch.zeros(self.num_branches)
+        self._last_info: list[dict[str, Any]] = []
+
+    # --- declaration ------------------------------------------------------------------------
+    @classmethod
+    def hparam_space(cls) -> list[HParam]:
+        space = list(SingleNetworkMethod.hparam_space())
+        if cls.backbone == "swin":
+            own = {h.name for h in SingleNetworkMethod.hparam_space()}
+            space += [h for h in SwinUnetMethod.hparam_space() if h.name not in own]
+        else:
+            space.append(HParam("base_channels", {"smoke": 4, "quick": 16, "paper": 64},
+                                lambda r: int(r.choice([16, 32, 64])),
+                                "width of the first U-Net level"))
+        if cls.augment:
+            space += [
+                HParam("bezier_pairs", 1, lambda r: int(r.choice([1, 2, 3])),
+                       "control point pairs; each gives a curve and its mirror (Fig. 8)"),
+                HParam("bezier_strategy", "paper", None,
+                       "paper (a = 0.30) | mean (a_n = 0.5 n/N) | random (a ~ U(0, 0.5))"),
+                HParam("inversion_peak", "range", None,
+                       "T of Eq. 5: range (T = 1, the released code's 255 - x) | image (max)"),
+                HParam("inversion_background", "invert", None,
+                       "invert (MLN code: the background turns white) | keep (SADN: dark)"),
+            ]
+        if cls.branched:
+            space += [
+                HParam("norms", "all", None, "multiplied LNs: all | block (Swin blocks only)"),
+                HParam("stats_record", "epoch", None,
+                       "source statistics: epoch (mean over the last epoch) | last-batch"),
+                HParam("loss_step", "sum", None,
+                       "sum (Eq. 15, one step) | per-group (SADN: one step per branch)"),
+            ]
+        if cls.combine == "select":
+            space.append(HParam("selection", "most-similar", None,
+                                "most-similar | paper-literal (Eq. 20's argmin of the "
+                                "cosine sum)"))
+        return space
+
+    def pseudo_domains(self) -> list[PseudoDomain]:
+        if not self.augment:
+            return [PseudoDomain("source", (identity,))]
+        # the `random` strategy draws its curves once, from the run's initialisation seed
+        curves: list[BezierCurve] = bezier_curves(int(self.hparams["bezier_pairs"]),
+                                                  str(self.hparams["bezier_strategy"]),
+                                                  seed=torch.initial_seed() % 2**32)
+        inversion = Inversion(str(self.hparams["inversion_peak"]),
+                              str(self.hparams["inversion_background"]))
+        groups = similar_dissimilar(curves, inversion)
+        if self.branched:
+            return groups
+        return [PseudoDomain("pooled", groups[0].transforms + groups[1].transforms)]
+
+    def build_network(self) -> nn.Module:
+        """The backbone with its LayerNorms multiplied into K branches (when branched)."""
+        k = self.num_branches if self.branched else 1
+        record = str(self.hparams.get("stats_record", "epoch"))
+        if self.backbone == "swin":
+            net = SwinUnetMethod.build_network(self)  # type: ignore[arg-type]
+            if self.branched:
+                from methods.networks.swin_unet import block_layernorm_names
+
+                only = (block_layernorm_names(net) if self.hparams["norms"] == "block"
+                        else None)
+                convert_layernorms(net, k, only=only, record=record)
+            return net
+        base = int(self.hparams["base_channels"])
+        if not self.branched:
+            return UNet(1, 1, base)
+        return UNet(1, 1, base, norm=lambda c: MultiLayerNorm(c, k, channels_first=True,
+                                                             record=record))
+
+    # --- training ---------------------------------------------------------------------------
+    def update(self, batches: dict[str, Batch]) -> dict[str, float]:
+        self.network.train()
+        names = [g.name for g in self.groups]
+        per_group = self.branched and self.hparams.get("loss_step") == "per-group"
+        logs: dict[str, float] = {}
+        total = torch.zeros((), device=self.device)
+        if not per_group:
+            self.optimizer.zero_grad(set_to_none=True)
+        for k, name in enumerate(names):
+            batch = batches[name]
+            kb = k if self.branched else 0
+            if self.plus:
+                m = correctional_mean(batch["image"]).cpu()
+                self.pixel_sum[kb] += m.sum()
+                self.pixel_count[kb] += len(m)
+            if per_group:
+                self.optimizer.zero_grad(set_to_none=True)
+            with self.autocast(), branch(kb):
+                logits = self.network(batch["image"])
+            loss = two_class_dice_loss(logits.float(), batch["mask"])
+            if per_group:
+                loss.backward()
+                self.optimizer.step()
+            else:
+                total = total + loss
+            logs[f"{name}/dice_loss" if len(names) > 1 else "dice_loss"] = float(loss.detach())
+        if not per_group:
+            total.backward()
+            self.optimizer.step()
+        logs["loss"] = sum(v for k, v in logs.items() if k.endswith("dice_loss"))
+        return logs
+
+    def end_epoch(self, epoch: int) -> None:
+        """Finalise this epoch's normalisation statistics and correctional means."""
+        end_recording_period(self.network)
+        seen = self.pixel_count > 0
+        self.pixel_mean[seen] = self.pixel_sum[seen] / self.pixel_count[seen]
+        self.pixel_sum.zero_()
+        self.pixel_count.zero_()
+
+    # --- inference --------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        self.network.eval()
+        b, k = images.shape[0], self.num_branches
+        if self.combine == "single" or k == 1:
+            with self.autocast(), branch(0):
+                probs = torch.sigmoid(self.network(images).float())
+            self._last_info = [{"branch": 0} for _ in range(b)]
+            return probs
+        ids = torch.arange(k, device=images.device).repeat_interleave(b)
+        stacked = images.repeat(k, 1, 1, 1)
+        with self.autocast(), branch(ids), capture(self.network) as stats:
+            probs = torch.sigmoid(self.network(stacked).float()).view(k, b, *images.shape[1:])
+        if self.combine == "sum":
+            # Table 3's R variants: branch masks summed, >= 1 positive, i.e. their union;
+            # the max probability is >= the threshold exactly when one branch is positive
+            self._last_info = [{"branches_positive": int((probs[:, i] >= 0.5).any(0).sum())}
+                               for i in range(b)]
+            return probs.max(0).values
+        target = [(m.view(k, b, -1), s.view(k, b, -1)) for m, s in stats]
+        reference = [layer.reference_stats() for _, layer in multinorms(self.network)]
+        extra_t = extra_r = None
+        if self.plus:
+            extra_t = correctional_mean(images)
+            extra_r = self._reference_pixel_mean().to(extra_t.device)
+        scores = branch_scores(target, [(m.to(images.device), s.to(images.device))
+                                        for m, s in reference], self.metric, extra_t, extra_r)
+        chosen = choose(scores, self.metric, str(self.hparams["selection"]))
+        names = [g.name for g in self.groups]
+        self._last_info = [{"branch": int(c), "branch_name": names[int(c)],
+                            **{f"score_{names[j]}": float(scores[i, j]) for j in range(k)}}
+                           for i, c in enumerate(chosen.tolist())]
+        return probs[chosen, torch.arange(b, device=images.device)]
+
+    def _reference_pixel_mean(self) -> torch.Tensor:
+        """Q_d's correctional means: the last epoch's, or the epoch in progress."""
+        out = self.pixel_mean.clone()
+        fresh = (out == 0) & (self.pixel_count > 0)
+        out[fresh] = self.pixel_sum[fresh] / self.pixel_count[fresh]
+        return out
+
+    def case_info(self) -> list[dict[str, Any]]:
+        return self._last_info
+
+    # --- state ------------------------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        return {"network": self.network}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"adam": self.optimizer}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"pixel_sum": self.pixel_sum.clone(), "pixel_count": self.pixel_count.clone(),
+                "pixel_mean": self.pixel_mean.clone()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        for key in ("pixel_sum", "pixel_count", "pixel_mean"):
+            if key in state:
+                getattr(self, key).copy_(state[key])
