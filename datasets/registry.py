@@ -32,7 +32,7 @@ def register_builtin_domains(add: Callable[[str, Callable[[], Any], str, bool], 
 
 
 def resolve_domain(spec: str) -> Any:
-    """A registered domain name, or a path to a synthetic-domain TOML file, -> Domain."""
+    """A user data binding, a registered domain name, or a synthetic-domain TOML path -> Domain."""
     from benchmark.registry import DOMAINS
 
     if spec.endswith(".toml") or Path(spec).suffix == ".toml":
@@ -42,6 +42,13 @@ def resolve_domain(spec: str) -> Any:
         from datasets.synthetic import SyntheticDomain
 
         return SyntheticDomain.from_toml(path)
+    from datasets.real.bindings import lookup
+
+    binding = lookup(spec)  # `bench data add` bindings win over built-in names
+    if binding is not None:
+        from datasets.real import RealDomain
+
+        return RealDomain(binding)
     return DOMAINS.get(spec).factory()
 
 
