@@ -1,0 +1,103 @@
+"""`resnet` ("Resnet", P1): a U-Net decoder on a ResNet encoder (MLN-net Table 1 cites He 2016).
+
+Spec: specs/baselines.md section 2. ResNet is a classifier and the MLN-net paper names no
+decoder, so we take the common choice the spec recommends: `smp.Unet` with a resnet34 encoder
+(24.43M parameters with one input channel and one class; resnet50 via the `encoder` hparam,
+32.52M). No recipe is published for this task, so it shares the U-Net's protocol (BCE + soft
+Dice, Adam with weight decay 1e-3 as in MLN-net 4.1.3) and only the architecture differs.
+`encoder_weights=None`: nothing is downloaded; ImageNet weights can be supplied as a local file
+(`encoder_weights_path`). The `quick` profile keeps resnet34 (the encoder's widths are fixed by
+its definition) and halves the decoder widths; see the method docstring for the timing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from benchmark.config import HParam
+from benchmark.errors import UserError
+from benchmark.registry import register_method
+from methods.base import SingleNetworkMethod
+from methods.losses import bce_dice_loss
+
+ENCODERS = ("resnet18", "resnet34", "resnet50")
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
+    """Load a local ImageNet ResNet state dict (torchvision/timm key names) into `encoder`.
+
+    The classifier (`fc.*`) is dropped and an RGB first convolution is summed over its input
+    channels, which is what smp itself does for `in_channels=1`. Any other mismatch is a
+    UserError naming the file.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UserError(f"encoder_weights_path '{file}': no such file")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable or unsafe file is the user's to fix
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"encoder_weights_path '{file}': cannot be read ({reason})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"encoder_weights_path '{file}': expected a state dict")
+    state = {k.removeprefix("module.").removeprefix("encoder."): v for k, v in state.items()
+             if not k.removeprefix("module.").startswith("fc.")}
+    conv1 = state.get("conv1.weight")
+    expected = encoder.state_dict().get("conv1.weight")
+    if isinstance(conv1, torch.Tensor) and expected is not None and \
+            conv1.shape[1] != expected.shape[1] and expected.shape[1] == 1:
+        state["conv1.weight"] = conv1.sum(dim=1, keepdim=True)
+    try:
+        encoder.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "mismatch"
+        raise UserError(f"encoder_weights_path '{file}': does not fit the encoder "
+                        f"({first})") from None
+
+
+@register_method("resnet", display_name="Resnet", group="P1",
+                 citation="He, Zhang, Ren, Sun. Deep residual learning for image recognition. "
+                          "CVPR 2016")
+class ResnetMethod(SingleNetworkMethod):
+    """smp.Unet on a ResNet encoder, BCE + soft Dice.
+
+    Quick-profile width: the encoder cannot be narrowed, so `decoder_channels` is halved
+    (128..8); the measured step time is reported in the project notes, about 2x the quick U-Net.
+    """
+
+    @classmethod
+    def hparam_space(cls) -> list[HParam]:
+        return [
+            *super().hparam_space(),
+            HParam("encoder", "resnet34", lambda r: str(r.choice(["resnet34", "resnet50"])),
+                   "ResNet encoder: resnet34 (24.43M, default) or resnet50 (32.52M)"),
+            HParam("decoder_channels",
+                   {"smoke": [16, 8, 8, 8, 8], "quick": [128, 64, 32, 16, 8],
+                    "paper": [256, 128, 64, 32, 16]},
+                   None, "widths of the five U-Net decoder stages (smp default 256..16)"),
+            HParam("encoder_weights_path", "", None,
+                   "optional local ImageNet ResNet state dict (nothing is downloaded)"),
+        ]
+
+    def build_network(self) -> nn.Module:
+        encoder = str(self.hparams["encoder"])
+        if encoder not in ENCODERS:
+            raise UserError(f"resnet: unknown encoder '{encoder}'; known: {', '.join(ENCODERS)}")
+        decoder = [int(c) for c in self.hparams["decoder_channels"]]
+        if len(decoder) != 5 or min(decoder) < 1:
+            raise UserError(f"resnet: decoder_channels must be 5 positive widths, got {decoder}")
+        # The decoder's conv-BN-ReLU blocks are smp's default (decoder_use_norm="batchnorm").
+        net = smp.Unet(encoder_name=encoder, encoder_weights=None, in_channels=1, classes=1,
+                       decoder_channels=decoder)
+        if self.hparams.get("encoder_weights_path"):
+            load_encoder_weights(net.encoder, self.hparams["encoder_weights_path"])
+        return net
+
+    def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        return bce_dice_loss(logits, masks)
