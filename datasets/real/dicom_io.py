@@ -169,7 +169,7 @@ def iter_frames(path: Path, frames: list[int] | None = None) -> Iterator[Decoded
     """Decode frames of a DICOM file one at a time (all frames when `frames` is None)."""
     ds = pydicom.dcmread(path)
     if "PixelData" not in ds:
-        raise ValueError("no pixel data")
+        raise ValueError("no pixel data (truncated file or not an image)")
     total = n_frames(ds)
     for i in range(total) if frames is None else frames:
         if not 0 <= i < total:
@@ -187,7 +187,7 @@ def read_raw(path: Path, index: int | None = None) -> np.ndarray:
     """Stored pixel values with no LUT (for mask files); all frames when index is None."""
     ds = pydicom.dcmread(path)
     if "PixelData" not in ds:
-        raise ValueError("no pixel data")
+        raise ValueError("no pixel data (truncated file or not an image)")
     if index is not None and n_frames(ds) > 1:
         return np.asarray(pixel_array(ds, index=index))
     return np.asarray(ds.pixel_array)
