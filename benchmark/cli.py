@@ -269,6 +269,9 @@ def perf_metrics(
     print_metrics_perf(df, console)
 
 
+from benchmark import cli_data  # noqa: E402,F401  (registers data add/list/verify, perf data)
+
+
 def main() -> None:
     """Console-script entry point."""
     from benchmark import check_datasets_package
