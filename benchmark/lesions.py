@@ -92,6 +92,15 @@ def lesion_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, floa
             "lesion_f1": f1}
 
 
+def empty_candidates() -> pd.DataFrame:
+    """A candidate frame with no rows and the stored dtypes."""
+    return pd.DataFrame({"image_id": pd.Series([], dtype=object),
+                         "candidate": pd.Series([], dtype="int32"),
+                         "score": pd.Series([], dtype="float32"),
+                         "lesion": pd.Series([], dtype="int32"),
+                         "hit": pd.Series([], dtype=bool)})
+
+
 def froc_candidates(prob: np.ndarray, ref: np.ndarray, spacing: tuple[float, float],
                     image_id: str, floor: float = FROC_FLOOR, radius_mm: float = RADIUS_MM,
                     max_candidates: int = MAX_CANDIDATES) -> pd.DataFrame:

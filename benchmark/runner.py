@@ -214,9 +214,10 @@ def _domains(specs: list[str], reporter: Reporter) -> dict[str, Domain]:
     return out
 
 
-def target_key(spec: str, domain: Domain) -> str:
-    """Per-case rows are keyed by the target name and its data fingerprint."""
-    return f"{spec}@{domain.fingerprint()}"
+def target_key(spec: str, domain: Domain, checkpoint: str = "best") -> str:
+    """Per-case rows are keyed by the target name and its data fingerprint (and '#last' for
+    the rows of the last-epoch checkpoint)."""
+    return f"{spec}@{domain.fingerprint()}" + ("" if checkpoint == "best" else f"#{checkpoint}")
 
 
 @contextlib.contextmanager
@@ -298,13 +299,8 @@ def run(req: RunRequest, reporter: Reporter) -> RunOutcome:
         if spec not in evaluated:
             tdata, tsplit = cache.get(spec, domains[spec])
             evaluated[spec] = (domains[spec], tdata, tsplit)
-    status = store.read(run_id).status
-    for spec, (dom, tdata, tsplit) in evaluated.items():
-        key = target_key(spec, dom)
-        if status.get("targets", {}).get(key, {}).get("state") == "done":
-            continue
-        _evaluate_target(store, run_id, method, spec, dom, tdata, tsplit, profile, device,
-                         reporter)
+    _evaluate_checkpoints(store, run_id, method, evaluated, profile, device, reporter,
+                          skip_done=True)
     summary = summary_table(store, run_id, [target_key(s, d) for s, (d, _, _) in
                                             evaluated.items()])
     return RunOutcome(run_id, reused, summary, folder)
@@ -354,14 +350,39 @@ def _train_run(store: ResultsStore, run_id: str, folder: Path, info: MethodInfo,
     store.update_status(run_id, state="trained", error=None)
 
 
+def _evaluate_checkpoints(store: ResultsStore, run_id: str, method: Any,
+                          evaluated: dict[str, tuple[Domain, DomainData, dict[str, np.ndarray]]],
+                          profile: Profile, device: torch.device, reporter: Reporter,
+                          skip_done: bool) -> None:
+    """Evaluate every domain with best.pt (source-val selection; `method` holds it already),
+    then with last.pt when it exists (the 'last' model-selection strategy), best restored."""
+    folder = store.run_dir(run_id) / "checkpoints"
+    status = store.read(run_id).status
+    for checkpoint in ("best", "last"):
+        if checkpoint == "last":
+            if not (folder / "last.pt").is_file():
+                continue
+            method.load_state_dict(load_checkpoint(folder / "last.pt")["method"])
+        for spec, (dom, tdata, tsplit) in evaluated.items():
+            key = target_key(spec, dom, checkpoint)
+            if skip_done and status.get("targets", {}).get(key, {}).get("state") == "done":
+                continue
+            _evaluate_target(store, run_id, method, spec, dom, tdata, tsplit, profile, device,
+                             reporter, checkpoint)
+    if (folder / "last.pt").is_file():
+        method.load_state_dict(load_checkpoint(folder / "best.pt")["method"])
+
+
 def _evaluate_target(store: ResultsStore, run_id: str, method: Any, spec: str, dom: Domain,
                      data: DomainData, split: dict[str, np.ndarray], profile: Profile,
-                     device: torch.device, reporter: Reporter) -> None:
-    """Evaluate one domain's test split and store its rows and status."""
-    key = target_key(spec, dom)
+                     device: torch.device, reporter: Reporter, checkpoint: str = "best") -> None:
+    """Evaluate one domain's test split and store its rows, FROC candidates and status."""
+    key = target_key(spec, dom, checkpoint)
     t0 = time.monotonic()
+    candidates: list[pd.DataFrame] = []
     try:
-        cases = evaluate(method, data, split["test"], profile, device, reporter, spec)
+        cases = evaluate(method, data, split["test"], profile, device, reporter,
+                         spec if checkpoint == "best" else f"{spec} ({checkpoint})", candidates)
     except (Exception, KeyboardInterrupt) as exc:
         store.update_status(run_id, targets={key: {"state": "failed",
                                                    "error": f"{type(exc).__name__}: {exc}"}})
@@ -371,9 +392,11 @@ def _evaluate_target(store: ResultsStore, run_id: str, method: Any, spec: str, d
         run_id=run_id, method=record["method"], method_display=record["method_display"],
         group=record["group"], source=record["source"], target=spec,
         target_kind=dom.kind, target_fingerprint=dom.fingerprint(), split="test",
-        checkpoint="best", profile=record["profile"], seed=record["seed"],
+        checkpoint=checkpoint, profile=record["profile"], seed=record["seed"],
     )
     store.add_cases(run_id, key, cases)
+    store.add_candidates(run_id, key, candidates[0].assign(
+        run_id=run_id, target=spec, checkpoint=checkpoint))
     store.update_status(run_id, targets={key: {
         "state": "done", "n_cases": len(cases), "seconds": round(time.monotonic() - t0, 2),
         "finished": now_iso()}})
@@ -415,9 +438,8 @@ def eval_run(run_id: str, targets: list[str], results_dir: Path, cache_dir: Path
     except (RuntimeError, KeyError, EOFError) as exc:
         raise UserError(f"checkpoint '{ckpt}' does not load: {exc}") from None
     cache = DataCache(profile, cache_dir, reporter)
-    for spec, dom in domains.items():
-        data, split = cache.get(spec, dom)
-        _evaluate_target(store, run_id, method, spec, dom, data, split, profile, device,
-                         reporter)
+    evaluated = {spec: (dom, *cache.get(spec, dom)) for spec, dom in domains.items()}
+    _evaluate_checkpoints(store, run_id, method, evaluated, profile, device, reporter,
+                          skip_done=False)
     keys = [target_key(s, d) for s, d in domains.items()]
     return RunOutcome(run_id, True, summary_table(store, run_id, keys), record.path)

@@ -2,7 +2,8 @@
 
 Files (all written atomically): `run.json` (what produced the run: config, resolved hparams,
 versions, git commit, data fingerprints, timings), `status.json` (training state and per-target
-evaluation state), `per_case.parquet` (one row per evaluated image, every target), and
+evaluation state), `per_case.parquet` (one row per evaluated image, every target),
+`froc_candidates.parquet` (lesion candidates for FROC curves, every target) and
 `checkpoints/{best,last}.pt`. Corrupt or partial folders are reported, never silently used.
 """
 
@@ -84,8 +85,16 @@ class ResultsStore:
 
     def add_cases(self, run_id: str, target_key: str, cases: pd.DataFrame) -> None:
         """Replace the rows of `target_key` in per_case.parquet (locked read-modify-write)."""
+        self._replace_rows(run_id, "per_case.parquet", target_key, cases)
+
+    def add_candidates(self, run_id: str, target_key: str, candidates: pd.DataFrame) -> None:
+        """Replace the rows of `target_key` in froc_candidates.parquet (same protocol)."""
+        self._replace_rows(run_id, "froc_candidates.parquet", target_key, candidates)
+
+    def _replace_rows(self, run_id: str, name: str, target_key: str, cases: pd.DataFrame
+                      ) -> None:
         folder = self.run_dir(run_id)
-        path = folder / "per_case.parquet"
+        path = folder / name
         with folder_lock(folder):
             frames = [cases.assign(target_key=target_key)]
             if path.is_file():
@@ -131,7 +140,14 @@ class ResultsStore:
 
     def cases(self, run_id: str) -> pd.DataFrame:
         """per_case.parquet of a run (empty frame when nothing was evaluated yet)."""
-        path = self.run_dir(run_id) / "per_case.parquet"
+        return self._read_rows(run_id, "per_case.parquet")
+
+    def candidates(self, run_id: str) -> pd.DataFrame:
+        """froc_candidates.parquet of a run (empty frame when none were stored)."""
+        return self._read_rows(run_id, "froc_candidates.parquet")
+
+    def _read_rows(self, run_id: str, name: str) -> pd.DataFrame:
+        path = self.run_dir(run_id) / name
         if not path.is_file():
             return pd.DataFrame()
         try:
