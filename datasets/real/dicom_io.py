@@ -66,6 +66,8 @@ def frame_dataset(ds: Dataset, index: int) -> Dataset:
     this frame (most specific wins), so pydicom's LUT functions see one frame's values.
     """
     flat = Dataset()
+    if hasattr(ds, "file_meta"):
+        flat.file_meta = ds.file_meta  # LUT data is parsed with the file's endianness
     for key in _TOP:
         if key in ds:
             setattr(flat, key, ds[key].value)
@@ -143,12 +145,14 @@ def to_unit(raw: np.ndarray, flat: Dataset) -> tuple[np.ndarray, str, str]:
     pairs the two to describe the same single inversion), around the nominal range.
     """
     photometric = str(flat.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    arr = np.asarray(apply_modality_lut(raw, flat), dtype=np.float64)
+    modality = np.asarray(apply_modality_lut(raw, flat))
+    arr = modality.astype(np.float64)
     if not np.isfinite(arr).all():
         raise ValueError("pixel data contains NaN or infinite values")
     if flat.get("VOILUTSequence"):
         bits = int(flat.VOILUTSequence[0].LUTDescriptor[2])
-        arr = np.asarray(apply_voi_lut(arr, flat, prefer_lut=True), np.float64)
+        lut_in = modality if modality.dtype.kind in "iu" else np.rint(arr).astype(np.int64)
+        arr = np.asarray(apply_voi_lut(lut_in, flat, prefer_lut=True), np.float64)
         lo, hi, window = 0.0, float(2**bits - 1), "VOI LUT sequence"
     elif flat.get("WindowCenter") is not None and flat.get("WindowWidth") is not None:
         func = str(flat.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
