@@ -222,36 +222,43 @@ def data_show(
 @app.command()
 @user_errors
 def leaderboard(
-    format_: Annotated[str, typer.Option("--format", help="md | csv | tex")] = "md",
+    format_: Annotated[str, typer.Option("--format", help="md | csv | tex | html")] = "md",
     with_paper: Annotated[bool, typer.Option(
         "--with-paper", help="add the paper's published numbers in labelled rows")] = False,
-    table: Annotated[str, typer.Option(help="table layout: 1 (paper Table 1)")] = "1",
+    table: Annotated[str, typer.Option(
+        help="layout: 1 | 2 | ablation | matrix (paper Tables 1-3, source x target)")] = "1",
+    aggregate: Annotated[str, typer.Option(
+        help="unit of the mean/std/CI: image (paper) | patient | pooled")] = "image",
+    select: Annotated[str, typer.Option(
+        "--select", help="model selection: source-val (best.pt) | last | oracle")] = "source-val",
+    baseline: Annotated[str | None, typer.Option(
+        help="paired Wilcoxon + Holm of every method vs this one (e.g. unet)")] = None,
+    metric: Annotated[str, typer.Option(help="metric of the matrix layout")] = "DSC",
+    n_boot: Annotated[int, typer.Option(help="bootstrap replicates for the 95% CIs")] = 1000,
+    costs: Annotated[bool, typer.Option("--costs", help="append the cost table (md)")] = False,
+    lesions: Annotated[bool, typer.Option(
+        "--lesions", help="append lesion-level detection and FROC scores (md)")] = False,
+    branches: Annotated[bool, typer.Option(
+        "--branches", help="append how often each branch was chosen (md)")] = False,
+    plots: Annotated[bool, typer.Option("--plots", help="also write the seaborn figures")
+                     ] = False,
     results_dir: ResultsOpt = None,
     out_dir: Annotated[Path | None, typer.Option(
         help="where to write (default: <results>/leaderboards)")] = None,
 ) -> None:
-    """Regenerate leaderboards from the stored runs (Table 1 layout)."""
-    from benchmark.leaderboard import RENDERERS, build_tables, write_tables
+    """Regenerate leaderboards from the stored runs (paper layouts, or one HTML page)."""
     from benchmark.registry import METHODS
-    from benchmark.store import ResultsStore
+    from benchmark.reports import LeaderboardRequest, make_leaderboards
 
-    if format_ not in RENDERERS:
-        raise UserError(f"--format '{format_}': expected one of {', '.join(RENDERERS)}")
-    if table != "1":
-        raise UserError(f"--table '{table}': only '1' (the paper's Table 1 layout) exists yet")
     results, _ = _dirs(results_dir, None)
-    store = ResultsStore(results)
     registered = {i.display_name: (i.group, i.name) for i in METHODS.all().values()
-                  if i.group in ("P1", "P2", "P3", "ours")}
-    tables = build_tables(store, registered, with_paper=with_paper)
-    if not tables:
-        raise UserError(f"no finished cross-domain evaluations under '{store.runs_dir}'; "
-                        "run e.g. `bench run --method unet --source ffdm --target dbt` first")
-    paths = write_tables(tables, out_dir or results / "leaderboards", format_)
-    from benchmark.leaderboard import render_markdown
-
-    for t in tables:
-        typer.echo(render_markdown(t))  # plain text: markdown must not be wrapped or styled
+                  if i.group in ("P1", "P2", "P3", "ours", "ablation")}
+    req = LeaderboardRequest(results, out_dir or results / "leaderboards", format_, table,
+                             with_paper, aggregate, select, baseline, metric, n_boot, costs,
+                             lesions, branches, plots)
+    shown, paths = make_leaderboards(req, registered)
+    if shown:
+        typer.echo(shown)  # plain text: markdown must not be wrapped or styled
     for p in paths:
         typer.echo(f"wrote {p}")
 

@@ -1,9 +1,21 @@
-"""Leaderboards: a pure function of the stored runs, in the paper's Table 1 layout.
+"""Leaderboards: a pure function of the stored runs, in the paper's table layouts.
 
-Rows are methods grouped P1 / P2 / P3 / ours in the paper's order; columns are TPR, Pr, DSC,
-HD, ASD for every source -> target pairing; cells are mean ± std over images; the best mean per
-column is bold. Synthetic and real results, and different profiles, never share a table. The
-paper's published numbers can be shown in separate "(paper)" rows.
+Layouts: `1` (Table 1: every cross-domain pairing, FFDM<->DBT first), `2` (Table 2:
+CBIS-DDSM <-> FFDM-DBT), `ablation` (Table 3: DSC and HD for FFDM<->DBT, the ablation variants
+in the paper's order) and `matrix` (the full source x target matrix, in-domain diagonal
+included, of one metric per method). Rows are methods grouped P1 / P2 / P3 / ours in the paper's
+order; cells are mean ± std (over images as in the paper, or over seeds when a cell has >= 2
+seeds) with a 95% patient-bootstrap CI kept for the CSV / HTML; the best mean per column is
+bold; with a baseline, ↑ / ↓ mark Holm-corrected significant paired differences; an average-rank
+column ranks the methods. Synthetic and real results, and different profiles, never share a
+table. The paper's published numbers can be shown in separate "(paper)" rows.
+
+Table 2 mapping (our data has no combined FFDM-DBT domain): the paper's "cbis-ddsm ->
+ffdm-dbt" is our `cbis-ddsm -> ffdm+dbt`, the ffdm and dbt test images of the same CBIS-DDSM
+run pooled into one target (the paper's FFDM-DBT set is the union of the two datasets); the
+paper's "ffdm-dbt -> cbis-ddsm" needs a model trained on both, which single-source training
+does not produce, so our two single-source columns `ffdm -> cbis-ddsm` and `dbt -> cbis-ddsm`
+are shown, each beside that one published number.
 """
 
 from __future__ import annotations
@@ -11,20 +23,35 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from benchmark.aggregate import REPORTED, format_cell, summarize
+from benchmark.aggregate import REPORTED, format_cell
+from benchmark.collect import SELECTION_LABEL, Collected, collect
+from benchmark.errors import UserError
+from benchmark.stats import Comparison, average_ranks, cell_statistics, compare_to_baseline
 from benchmark.store import ResultsStore
 
 GROUP_ORDER = ("P1", "P2", "P3", "ours", "ablation", "plugin")
 PAPER_ORDER = ("Unet", "Resnet", "M-net", "Swin-Unet", "CS-net", "Iadml", "Musn", "CA-net",
                "BigAug", "Dofe", "Feddg", "Sadn", "MLN-net")
+ABLATION_ORDER = ("Basenet", "Basenet-S", "MLN-net-R", "Unet-R", "MLN-net-E", "Unet-E",
+                  "MLN-net", "Unet*", "MLN-net-E+", "MLN-net+")
 METRICS = tuple(REPORTED)  # TPR Pr DSC HD ASD
 HIGHER_IS_BETTER = {"TPR": True, "Pr": True, "DSC": True, "HD": False, "ASD": False}
 PAPER_DIR = Path(__file__).resolve().parent.parent / "results" / "paper"
 PAPER_TABLES = ("table1_ffdm_dbt.csv", "table2_cbis_ffdmdbt.csv")
 PAPER_PAIRINGS = (("ffdm", "dbt"), ("dbt", "ffdm"))
+POOLED_TARGET = "ffdm+dbt"
+TABLE2_PAIRINGS = (("cbis-ddsm", POOLED_TARGET), ("ffdm", "cbis-ddsm"), ("dbt", "cbis-ddsm"))
+# our pairing -> the paper's pairing whose published number stands beside it
+PAPER_PAIRING_OF = {("cbis-ddsm", POOLED_TARGET): ("cbis-ddsm", "ffdm-dbt"),
+                    ("ffdm", "cbis-ddsm"): ("ffdm-dbt", "cbis-ddsm"),
+                    ("dbt", "cbis-ddsm"): ("ffdm-dbt", "cbis-ddsm")}
+LAYOUTS = ("1", "2", "ablation", "matrix")
+LAYOUT_TITLE = {"1": "Table 1 layout", "2": "Table 2 layout", "ablation": "Table 3 (ablation) "
+                "layout", "matrix": "Source x target matrix"}
 
 
 @dataclass
@@ -33,11 +60,12 @@ class Cell:
 
     summary: dict[str, float | int] | None = None
     reason: str = "not run"
+    run_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Table:
-    """One leaderboard: a data kind + profile, its pairings, rows and cells."""
+    """One leaderboard: a data kind + profile, its pairings, rows, cells and statistics."""
 
     kind: str
     profile: str
@@ -46,15 +74,32 @@ class Table:
     cells: dict[tuple[str, str, str], Cell] = field(default_factory=dict)  # (display, src, tgt)
     paper: dict[tuple[str, str, str], dict[str, float]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    layout: str = "1"
+    metrics: tuple[str, ...] = METRICS
+    aggregate: str = "image"
+    selection: str = "source-val"
+    baseline: str | None = None
+    markers: dict[tuple[str, str, str, str], Comparison] = field(default_factory=dict)
+    ranks: dict[str, float] = field(default_factory=dict)
 
     @property
     def slug(self) -> str:
-        return f"table1-{self.kind}-{self.profile}"
+        extra = "" if self.selection == "source-val" else f"-{self.selection}"
+        extra += "" if self.aggregate == "image" else f"-{self.aggregate}"
+        name = "table1" if self.layout == "1" else f"table{self.layout}" \
+            if self.layout == "2" else self.layout
+        return f"{name}-{self.kind}-{self.profile}{extra}"
 
 
 def load_paper_numbers(paper_dir: Path = PAPER_DIR) -> dict[tuple[str, str, str], dict]:
-    """(display name, source, target) -> {TPR, Pr, DSC, HD, ASD} from the paper's CSVs."""
+    """(display name, source, target) -> {TPR, Pr, DSC, HD, ASD, group} from Tables 1-2 and
+    {DSC, HD, group='ablation'} from Table 3 (Table 1/2 entries win where both exist)."""
     out: dict[tuple[str, str, str], dict] = {}
+    path = paper_dir / "table3_ablation.csv"
+    if path.is_file():
+        for rec in pd.read_csv(path).to_dict("records"):
+            out[(rec["method"], rec["source"], rec["target"])] = {
+                "DSC": rec["DSC"], "HD": rec["HD_mm"], "group": "ablation"}
     for name in PAPER_TABLES:
         path = paper_dir / name
         if not path.is_file():
@@ -66,80 +111,13 @@ def load_paper_numbers(paper_dir: Path = PAPER_DIR) -> dict[tuple[str, str, str]
     return out
 
 
-def _order_key(group: str, display: str) -> tuple[int, int, str]:
+def _order_key(group: str, display: str, layout: str = "1") -> tuple[int, int, str]:
+    if layout == "ablation":
+        a = ABLATION_ORDER.index(display) if display in ABLATION_ORDER else len(ABLATION_ORDER)
+        return a, 0, display
     g = GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER)
     p = PAPER_ORDER.index(display) if display in PAPER_ORDER else len(PAPER_ORDER)
     return g, p, display
-
-
-def build_tables(store: ResultsStore, registered: dict[str, tuple[str, str]] | None = None,
-                 with_paper: bool = False) -> list[Table]:
-    """Every leaderboard the stored runs support.
-
-    `registered` maps display name -> (group, name) of the methods known to the registry; they
-    get rows (with 'not run' cells) even before they have results.
-    """
-    runs, problems = store.list_runs()
-    frames = []
-    failed: dict[tuple[str, str, str, str], str] = {}  # (kind, profile, display, source)
-    run_methods: dict[tuple[str, str], dict[str, str]] = {}  # (kind, profile) -> display: group
-    for rec in runs:
-        info = rec.info
-        if "method_display" in info:
-            run_methods.setdefault((info.get("data_kind", "?"), info["profile"]), {})[
-                info["method_display"]] = info.get("group", "plugin")
-        if rec.status.get("state") == "failed":
-            failed[(info.get("data_kind", "?"), info["profile"], info["method_display"],
-                    info["source"])] = "failed"
-        cases = store.cases(rec.run_id)
-        if len(cases):
-            frames.append(cases.assign(created=info.get("created", ""),
-                                       data_kind=info.get("data_kind", "?")))
-        for key, t in rec.status.get("targets", {}).items():
-            if t.get("state") == "failed":
-                failed[(info.get("data_kind", "?"), info["profile"], info["method_display"],
-                        info["source"] + "->" + key.split("@")[0])] = "failed (evaluation)"
-    cases = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    paper = load_paper_numbers() if with_paper else {}
-    tables: list[Table] = []
-    if len(cases):
-        cases = cases[cases["target"] != cases["source"]]
-        # Real results never share a table with synthetic ones: a target of another kind than
-        # the source's data goes to the table of its own kind only when both agree.
-        cases = cases[cases["target_kind"] == cases["data_kind"]]
-    keys = sorted(set(zip(cases["data_kind"], cases["profile"], strict=True))) if len(cases) \
-        else []
-    for kind, profile in keys:
-        sub = cases[(cases["data_kind"] == kind) & (cases["profile"] == profile)]
-        sub = _latest_per_seed(sub)
-        pairings = sorted(set(zip(sub["source"], sub["target"], strict=True)),
-                          key=_pairing_key)
-        if with_paper:
-            pairings += [p for p in PAPER_PAIRINGS if p not in pairings]
-        groups = dict(zip(sub["method_display"], sub["group"], strict=False))
-        for display, group in run_methods.get((kind, profile), {}).items():
-            groups.setdefault(display, group)
-        for display, (group, _name) in (registered or {}).items():
-            groups.setdefault(display, group)
-        if with_paper:
-            for (display, _s, _t), vals in paper.items():
-                groups.setdefault(display, vals["group"])
-        rows = sorted(((g, d) for d, g in groups.items()), key=lambda r: _order_key(*r))
-        table = Table(kind, profile, pairings, rows, problems=list(problems))
-        for _group, display in rows:
-            for src, tgt in pairings:
-                cell_cases = sub[(sub["method_display"] == display) & (sub["source"] == src)
-                                 & (sub["target"] == tgt)]
-                if len(cell_cases):
-                    table.cells[(display, src, tgt)] = Cell(summarize(cell_cases))
-                else:
-                    reason = failed.get((kind, profile, display, src)) or failed.get(
-                        (kind, profile, display, f"{src}->{tgt}")) or "not run"
-                    table.cells[(display, src, tgt)] = Cell(None, reason)
-                if (display, src, tgt) in paper:
-                    table.paper[(display, src, tgt)] = paper[(display, src, tgt)]
-        tables.append(table)
-    return tables
 
 
 def _pairing_key(pairing: tuple[str, str]) -> tuple[int, str, str]:
@@ -148,13 +126,142 @@ def _pairing_key(pairing: tuple[str, str]) -> tuple[int, str, str]:
     return rank, *pairing
 
 
-def _latest_per_seed(cases: pd.DataFrame) -> pd.DataFrame:
-    """Keep, per (method, source, target, seed), only the rows of the newest run."""
-    if not len(cases):
+def _layout_cases(cases: pd.DataFrame, layout: str) -> pd.DataFrame:
+    """The rows a layout reads: cross-domain only (all for `matrix`), plus Table 2's pooled
+    ffdm+dbt target made from a CBIS-DDSM run's ffdm and dbt rows."""
+    if layout == "matrix":
         return cases
-    newest = cases.groupby(["method_display", "source", "target", "seed"])["created"] \
-        .transform("max")
-    return cases[cases["created"] == newest]
+    cross = cases[cases["target"] != cases["source"]]
+    if layout != "2":
+        return cross
+    pooled = cross[(cross["source"] == "cbis-ddsm") & cross["target"].isin(["ffdm", "dbt"])]
+    return pd.concat([cross, pooled.assign(target=POOLED_TARGET)], ignore_index=True)
+
+
+def _layout_pairings(sub: pd.DataFrame, layout: str, with_paper: bool) -> list[tuple[str, str]]:
+    present = sorted(set(zip(sub["source"], sub["target"], strict=True)), key=_pairing_key)
+    if layout == "2":
+        return list(TABLE2_PAIRINGS)
+    if layout == "ablation":
+        return list(PAPER_PAIRINGS)
+    if layout == "matrix":
+        return present
+    return present + ([p for p in PAPER_PAIRINGS if p not in present] if with_paper else [])
+
+
+def build_tables(store: ResultsStore, registered: dict[str, tuple[str, str]] | None = None,
+                 with_paper: bool = False, layout: str = "1", aggregate: str = "image",
+                 selection: str = "source-val", baseline: str | None = None,
+                 metric: str = "DSC", n_boot: int = 1000, seed: int = 0,
+                 collected: Collected | None = None) -> list[Table]:
+    """Every leaderboard of `layout` the stored runs support.
+
+    `registered` maps display name -> (group, name) of the methods known to the registry; they
+    get rows (with 'not run' cells) even before they have results. `baseline` is a method name
+    or display name for the paired tests; `metric` is the matrix layout's metric.
+    """
+    if layout not in LAYOUTS:
+        raise UserError(f"--table '{layout}': expected one of {', '.join(LAYOUTS)}")
+    if metric not in METRICS:
+        raise UserError(f"--metric '{metric}': expected one of {', '.join(METRICS)}")
+    got = collected or collect(store, selection)
+    cases = got.cases
+    paper = load_paper_numbers() if with_paper else {}
+    if len(cases):
+        # Real results never share a table with synthetic ones.
+        cases = _layout_cases(cases[cases["target_kind"] == cases["data_kind"]], layout)
+    keys = sorted(set(zip(cases["data_kind"], cases["profile"], strict=True))) if len(cases) \
+        else []
+    metrics = (metric,) if layout == "matrix" else ("DSC", "HD") if layout == "ablation" \
+        else METRICS
+    tables = []
+    for kind, profile in keys:
+        sub = cases[(cases["data_kind"] == kind) & (cases["profile"] == profile)]
+        pairings = _layout_pairings(sub, layout, with_paper)
+        groups = _groups(sub, got, kind, profile, registered, paper, layout, with_paper)
+        rows = sorted(((g, d) for d, g in groups.items()),
+                      key=lambda r: _order_key(*r, layout=layout))
+        table = Table(kind, profile, pairings, rows, problems=list(got.problems), layout=layout,
+                      metrics=metrics, aggregate=aggregate, selection=selection)
+        by_cell = {k: g for k, g in sub.groupby(["method_display", "source", "target"])}
+        for _group, display in rows:
+            for src, tgt in pairings:
+                rows_ = by_cell.get((display, src, tgt))
+                if rows_ is not None and len(rows_):
+                    table.cells[(display, src, tgt)] = Cell(
+                        cell_statistics(rows_, aggregate, n_boot, seed),
+                        run_ids=sorted(rows_["run_id"].unique()))
+                else:
+                    reason = got.failed.get((kind, profile, display, src)) or got.failed.get(
+                        (kind, profile, display, f"{src}->{tgt}")) or "not run"
+                    table.cells[(display, src, tgt)] = Cell(None, reason)
+                ppair = PAPER_PAIRING_OF.get((src, tgt), (src, tgt)) if layout == "2" \
+                    else (src, tgt)
+                if (display, *ppair) in paper:
+                    table.paper[(display, src, tgt)] = paper[(display, *ppair)]
+        if baseline:
+            _add_markers(table, by_cell, _baseline_display(baseline, groups, sub))
+        _add_ranks(table)
+        tables.append(table)
+    return tables
+
+
+def _groups(sub: pd.DataFrame, got: Collected, kind: str, profile: str,
+            registered: dict[str, tuple[str, str]] | None, paper: dict, layout: str,
+            with_paper: bool) -> dict[str, str]:
+    """display -> group of every row a layout shows."""
+    groups = dict(zip(sub["method_display"], sub["group"], strict=False))
+    for display, group in got.run_methods.get((kind, profile), {}).items():
+        groups.setdefault(display, group)
+    for display, (group, _name) in (registered or {}).items():
+        groups.setdefault(display, group)
+    if layout == "ablation":
+        for display in ABLATION_ORDER:
+            groups.setdefault(display, "ablation")
+        return {d: g for d, g in groups.items() if d in ABLATION_ORDER or g == "ablation"}
+    groups = {d: g for d, g in groups.items() if g != "ablation"}
+    if with_paper:
+        for (display, _s, _t), vals in paper.items():
+            if vals["group"] != "ablation":
+                groups.setdefault(display, vals["group"])
+    return groups
+
+
+def _baseline_display(baseline: str, groups: dict[str, str], sub: pd.DataFrame) -> str:
+    """Accept a registry name ('unet') or a display name ('Unet')."""
+    if baseline in groups:
+        return baseline
+    names = dict(zip(sub["method"], sub["method_display"], strict=False)) if "method" in sub \
+        else {}
+    for name, display in names.items():
+        if name == baseline:
+            return display
+    lowered = {d.lower(): d for d in groups}
+    if baseline.lower() in lowered:
+        return lowered[baseline.lower()]
+    raise UserError(f"--baseline '{baseline}': no such method in this table (methods: "
+                    f"{', '.join(sorted(groups))})")
+
+
+def _add_markers(table: Table, by_cell: dict[tuple[str, str, str], pd.DataFrame],
+                 baseline: str) -> None:
+    table.baseline = baseline
+    for src, tgt in table.pairings:
+        cells = {d: by_cell[(d, src, tgt)] for _g, d in table.rows if (d, src, tgt) in by_cell}
+        for m in table.metrics:
+            for display, comp in compare_to_baseline(cells, baseline, m,
+                                                     table.aggregate).items():
+                table.markers[(display, src, tgt, m)] = comp
+
+
+def _add_ranks(table: Table) -> None:
+    means = pd.DataFrame({
+        f"{s}→{t} {m}": {d: c.summary[f"{m}_mean"] for (d, s2, t2), c in table.cells.items()
+                        if c.summary is not None and (s2, t2) == (s, t)}
+        for s, t in table.pairings for m in table.metrics})
+    if len(means):
+        table.ranks = {d: float(r) for d, r in average_ranks(means).items()
+                       if not math.isnan(r)}
 
 
 def _best(table: Table) -> dict[tuple[str, str, str], float]:
@@ -164,7 +271,7 @@ def _best(table: Table) -> dict[tuple[str, str, str], float]:
     for (_display, src, tgt), cell in table.cells.items():
         if cell.summary is None:
             continue
-        for m in METRICS:
+        for m in table.metrics:
             v = cell.summary[f"{m}_mean"]
             if isinstance(v, float) and math.isnan(v):
                 continue
@@ -175,103 +282,186 @@ def _best(table: Table) -> dict[tuple[str, str, str], float]:
     return {k: v for k, v in best.items() if count[k] > 1}
 
 
-def _text(cell: Cell, metric: str) -> str:
-    """A cell's text: 'mean ± std', or why it is empty."""
-    return cell.reason if cell.summary is None else format_cell(cell.summary, metric)
+def cell_text(table: Table, display: str, src: str, tgt: str, metric: str) -> str:
+    """A cell's text: 'mean ± std' (with ' (k seeds)' and a ↑/↓ marker), or why it is empty."""
+    cell = table.cells[(display, src, tgt)]
+    if cell.summary is None:
+        return cell.reason
+    text = format_cell(cell.summary, metric)
+    if table.aggregate == "pooled" and metric in ("TPR", "Pr", "DSC") and \
+            cell.summary.get("n_seeds", 1) < 2:
+        text = text.split(" ±")[0]  # a pooled ratio has no spread over units
+    comp = table.markers.get((display, src, tgt, metric))
+    mark = comp.marker(metric) if comp else ""
+    if cell.summary.get("n_seeds", 1) > 1:
+        text += f" ({cell.summary['n_seeds']} seeds)"
+    return f"{text} {mark}" if mark else text
+
+
+def legend(table: Table) -> str:
+    """One paragraph saying what the numbers in `table` are."""
+    unit = {"image": "test images", "patient": "patients (a patient's images averaged first)",
+            "pooled": "images, with TPR/Pr/DSC pooled over the summed confusion counts"}
+    text = (f"Cells: mean ± std over {unit[table.aggregate]} (over seeds where a cell says "
+            "'(k seeds)'); TPR/Pr/DSC in %, HD/ASD in mm; ASD is the symmetric ASSD. "
+            f"Model selection: {SELECTION_LABEL[table.selection]}. Bold: best mean per column. "
+            "Avg. rank: mean over the columns of the method's rank (1 = best; ties share the "
+            "average rank).")
+    if table.baseline:
+        text += (f" ↑ / ↓: significantly better / worse than {table.baseline} on the same "
+                 "images (Wilcoxon signed-rank, Holm-corrected across methods per column, "
+                 "α = 0.05).")
+    if table.paper:
+        text += (" Rows marked *(paper)* are the MLN-net paper's published numbers on its real "
+                 "data, for reference only.")
+    if table.layout == "2":
+        text += (f" `{POOLED_TARGET}` pools the ffdm and dbt test images of the CBIS-DDSM run "
+                 "(the paper's FFDM-DBT); the paper's ffdm-dbt→cbis-ddsm number stands beside "
+                 "both single-source columns.")
+    return text
+
+
+def _header(table: Table) -> list[str]:
+    return [f"{m} {s}→{t}" for s, t in table.pairings for m in table.metrics]
 
 
 def render_markdown(table: Table) -> str:
-    """GitHub markdown: one header row per pairing block, bold best, '(paper)' rows italic."""
+    """GitHub markdown: bold best, ↑/↓ markers, '(paper)' rows italic, average rank last."""
+    if table.layout == "matrix":
+        return render_matrix_markdown(table)
     best = _best(table)
-    head = ["Group", "Method"] + [f"{m} {s}→{t}" for s, t in table.pairings for m in METRICS]
-    lines = [f"### Table 1 layout — {table.kind} data, profile `{table.profile}`", "",
-             "Cells: mean ± std over test images (TPR/Pr/DSC in %, HD/ASD in mm; ASD is the "
-             "symmetric ASSD). Rows marked *(paper)* are the MLN-net paper's published numbers "
-             "on its real data, for reference only.", "",
+    head = ["Group", "Method", *_header(table), "Avg. rank"]
+    lines = [f"### {LAYOUT_TITLE[table.layout]} — {table.kind} data, profile "
+             f"`{table.profile}`", "", legend(table), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for group, display in table.rows:
         cells = []
         for s, t in table.pairings:
             cell = table.cells[(display, s, t)]
-            for m in METRICS:
-                text = _text(cell, m)
+            for m in table.metrics:
+                text = cell_text(table, display, s, t, m)
                 if cell.summary is not None and best.get((s, t, m)) == cell.summary[f"{m}_mean"]:
                     text = f"**{text}**"
                 cells.append(text)
-        lines.append(f"| {group} | {display} | " + " | ".join(cells) + " |")
+        rank = f"{table.ranks[display]:.2f}" if display in table.ranks else ""
+        lines.append(f"| {group} | {display} | " + " | ".join(cells) + f" | {rank} |")
         if any((display, s, t) in table.paper for s, t in table.pairings):
-            pcells = [f"*{table.paper[(display, s, t)][m]:.2f}*" if (display, s, t) in
-                      table.paper else "" for s, t in table.pairings for m in METRICS]
-            lines.append(f"| {group} | *{display} (paper)* | " + " | ".join(pcells) + " |")
+            lines.append(f"| {group} | *{display} (paper)* | " + " | ".join(
+                _paper_cells(table, display, "*{:.2f}*")) + " |  |")
     if table.problems:
         lines += ["", "Unreadable run folders (skipped):"] + [f"- {p}" for p in table.problems]
     return "\n".join(lines) + "\n"
 
 
+def _paper_cells(table: Table, display: str, fmt: str) -> list[str]:
+    out = []
+    for s, t in table.pairings:
+        p = table.paper.get((display, s, t), {})
+        out += [fmt.format(p[m]) if m in p else "" for m in table.metrics]
+    return out
+
+
+def render_matrix_markdown(table: Table) -> str:
+    """One source x target block per method (diagonal = in-domain source test)."""
+    metric = table.metrics[0]
+    sources = sorted({s for s, _ in table.pairings})
+    targets = sorted({t for _, t in table.pairings})
+    lines = [f"### {metric}: source x target matrix — {table.kind} data, profile "
+             f"`{table.profile}`", "", legend(table) + " Rows: training source; columns: "
+             "evaluated domain; the diagonal is the source's own test split.", ""]
+    for _group, display in table.rows:
+        if not any(table.cells[(display, s, t)].summary for s, t in table.pairings):
+            continue
+        lines += [f"**{display}**", "", "| source \\ target | " + " | ".join(targets) + " |",
+                  "|" + "---|" * (len(targets) + 1)]
+        for s in sources:
+            vals = [cell_text(table, display, s, t, metric) if (display, s, t) in table.cells
+                    else "—" for t in targets]
+            lines.append(f"| {s} | " + " | ".join(vals) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
 def _tex_escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
-                 ("#", r"\#"), ("±", r"$\pm$"), ("→", r"$\to$")):
+                 ("#", r"\#"), ("±", r"$\pm$"), ("→", r"$\to$"), ("↑", r"$\uparrow$"),
+                 ("↓", r"$\downarrow$"), ("*", r"$^*$")):
         text = text.replace(a, b)
     return text
+
+
+UNITS = {"TPR": "TPR (\\%)", "Pr": "Pr (\\%)", "DSC": "DSC (\\%)", "HD": "HD (mm)",
+         "ASD": "ASD (mm)"}
 
 
 def render_latex(table: Table) -> str:
     """A booktabs tabular in the paper's layout (one multicolumn block per pairing)."""
     best = _best(table)
-    ncol = len(table.pairings) * len(METRICS)
-    out = [r"\begin{tabular}{ll" + "r" * ncol + "}", r"\toprule"]
+    nm = len(table.metrics)
+    ncol = len(table.pairings) * nm
+    out = [r"\begin{tabular}{ll" + "r" * ncol + "r}", r"\toprule"]
     out.append(" & & " + " & ".join(
-        rf"\multicolumn{{{len(METRICS)}}}{{c}}{{{_tex_escape(f'{s} → {t}')}}}"
-        for s, t in table.pairings) + r" \\")
+        rf"\multicolumn{{{nm}}}{{c}}{{{_tex_escape(f'{s} → {t}')}}}"
+        for s, t in table.pairings) + r" & \\")
     out.append("Group & Method & " + " & ".join(
-        ["TPR (\\%)", "Pr (\\%)", "DSC (\\%)", "HD (mm)", "ASD (mm)"] * len(table.pairings))
-        + r" \\")
+        [UNITS[m] for m in table.metrics] * len(table.pairings)) + r" & Avg. rank \\")
     out.append(r"\midrule")
     for group, display in table.rows:
         vals = []
         for s, t in table.pairings:
             cell = table.cells[(display, s, t)]
-            for m in METRICS:
-                text = _tex_escape(_text(cell, m))
+            for m in table.metrics:
+                text = _tex_escape(cell_text(table, display, s, t, m))
                 if cell.summary is not None and best.get((s, t, m)) == cell.summary[f"{m}_mean"]:
                     text = rf"\textbf{{{text}}}"
                 vals.append(text)
+        rank = f"{table.ranks[display]:.2f}" if display in table.ranks else ""
         out.append(f"{_tex_escape(group)} & {_tex_escape(display)} & " + " & ".join(vals)
-                   + r" \\")
+                   + f" & {rank}" + r" \\")
         if any((display, s, t) in table.paper for s, t in table.pairings):
-            pv = [rf"\textit{{{table.paper[(display, s, t)][m]:.2f}}}" if (display, s, t) in
-                  table.paper else "" for s, t in table.pairings for m in METRICS]
+            pv = _paper_cells(table, display, r"\textit{{{:.2f}}}")
             out.append(f" & \\textit{{{_tex_escape(display)} (paper)}} & " + " & ".join(pv)
-                       + r" \\")
+                       + r" & \\")
     out += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(out) + "\n"
 
 
-def render_csv(table: Table) -> str:
-    """Long format, one row per (method, pairing, numbers_from): machine-readable."""
+def table_records(table: Table) -> list[dict[str, Any]]:
+    """Long format, one record per (method, pairing, numbers_from), with CIs and p-values."""
     recs = []
     for group, display in table.rows:
         for s, t in table.pairings:
             cell = table.cells[(display, s, t)]
-            rec = {"data_kind": table.kind, "profile": table.profile, "group": group,
-                   "method": display, "source": s, "target": t, "numbers_from": "ours",
-                   "status": "ok" if cell.summary else cell.reason,
-                   "n_images": cell.summary["n"] if cell.summary else 0}
-            for m in METRICS:
-                for stat in ("mean", "std", "undefined"):
-                    rec[f"{m}_{stat}"] = cell.summary[f"{m}_{stat}"] if cell.summary else None
+            rec: dict[str, Any] = {
+                "data_kind": table.kind, "profile": table.profile, "layout": table.layout,
+                "selection": table.selection, "aggregate": table.aggregate, "group": group,
+                "method": display, "source": s, "target": t, "numbers_from": "ours",
+                "status": "ok" if cell.summary else cell.reason,
+                "n_images": cell.summary["n"] if cell.summary else 0,
+                "n_seeds": cell.summary["n_seeds"] if cell.summary else 0,
+                "avg_rank": table.ranks.get(display), "run_ids": " ".join(cell.run_ids)}
+            for m in table.metrics:
+                for stat in ("mean", "std", "ci_lo", "ci_hi", "undefined"):
+                    rec[f"{m}_{stat}"] = cell.summary.get(f"{m}_{stat}") if cell.summary \
+                        else None
+                comp = table.markers.get((display, s, t, m))
+                rec[f"{m}_p_holm"] = comp.p_holm if comp else None
             recs.append(rec)
             if (display, s, t) in table.paper:
                 p = table.paper[(display, s, t)]
-                recs.append({**{k: rec[k] for k in ("data_kind", "profile", "group", "method",
-                                                    "source", "target")},
+                recs.append({**{k: rec[k] for k in ("data_kind", "profile", "layout",
+                                                    "selection", "aggregate", "group",
+                                                    "method", "source", "target")},
                              "numbers_from": "paper (real data)", "status": "published",
-                             "n_images": None,
-                             **{f"{m}_mean": p[m] for m in METRICS},
-                             **{f"{m}_{stat}": None for m in METRICS
-                                for stat in ("std", "undefined")}})
-    frame = pd.DataFrame(recs)
-    counts = [c for c in frame.columns if c == "n_images" or c.endswith("_undefined")]
+                             **{f"{m}_mean": p.get(m) for m in table.metrics}})
+    return recs
+
+
+def render_csv(table: Table) -> str:
+    """Long format, one row per (method, pairing, numbers_from): machine-readable."""
+    frame = pd.DataFrame(table_records(table))
+    counts = [c for c in frame.columns if c in ("n_images", "n_seeds")
+              or c.endswith("_undefined")]
     return frame.astype({c: "Int64" for c in counts}).to_csv(index=False)
 
 
