@@ -148,3 +148,23 @@ def test_preprocess_refuses_mismatched_mask() -> None:
     with pytest.raises(ValueError, match="differ"):
         preprocess(np.zeros((4, 4), np.float32), np.zeros((4, 5), np.uint8), (1, 1), 4,
                    PreprocessConfig())
+
+
+def test_jpeg_lossless_decodes_through_the_declared_plugin(tmp_path: Path) -> None:
+    """JPEG Lossless (Process 14, common in FFDM) needs pylibjpeg-libjpeg: Pillow cannot."""
+    import imagecodecs
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels.decoders import JPEGLosslessDecoder
+    from pydicom.uid import JPEGLossless
+
+    assert "pylibjpeg" in JPEGLosslessDecoder.available_plugins
+    arr = (np.random.default_rng(1).random((48, 64)) * 4095).astype(np.uint16)
+    path = write_mg(tmp_path / "ll.dcm", arr, bits_stored=12, PixelSpacing=["0.07", "0.07"])
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = JPEGLossless
+    ds.PixelData = encapsulate([imagecodecs.ljpeg_encode(arr, bitspersample=12)])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.save_as(path, enforce_file_format=True)
+    np.testing.assert_array_equal(dicom_io.read_raw(path), arr)
+    assert next(dicom_io.iter_frames(path)).spacing_mm == (0.07, 0.07)
