@@ -21,7 +21,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/bench run --method unet --source ffdm --target dbt
+	$(BIN)/bench run --method mlnnet --source ffdm --target dbt
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q

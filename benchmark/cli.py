@@ -180,6 +180,8 @@ def data_show(
     results_dir: ResultsOpt = None,
     cache_dir: CacheOpt = None,
     no_progress: NoProgressOpt = False,
+    augment: Annotated[str | None, typer.Option(
+        help="also show METHOD's training views of the same images (e.g. bigaug)")] = None,
 ) -> None:
     """Parameters, counts, spacing and intensity statistics; writes a PNG contact sheet."""
     import json
@@ -215,7 +217,12 @@ def data_show(
         console.print(table)
     path = out or results / "data" / f"contact-{'-'.join(Path(n).stem for n in name)}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    contact_sheet(datas, path)
+    views = None
+    if augment:
+        from benchmark.augment_preview import method_views
+
+        views = method_views(augment, image_size)
+    contact_sheet(datas, path, views=views)
     console.print(f"contact sheet: {path}")
 
 
@@ -276,7 +283,29 @@ def perf_metrics(
     print_metrics_perf(df, console)
 
 
+@perf_app.command("mlnnet")
+@user_errors
+def perf_mlnnet(
+    profile: Annotated[str, typer.Option(help="profile whose model sizes are used")] = "quick",
+    image_size: Annotated[int, typer.Option(help="input size in pixels")] = 128,
+    batch: Annotated[int, typer.Option(help="images per batch (per branch)")] = 8,
+    repeats: Annotated[int, typer.Option(help="timed repeats (median reported)")] = 5,
+    device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu",
+) -> None:
+    """Batched K-branch evaluation vs K forwards, and mlnnet's training step vs swinunet's."""
+    from benchmark.config import get_profile
+    from benchmark.perf.mlnnet_perf import print_mlnnet_perf, run_mlnnet_perf
+    from benchmark.runner import resolve_device
+
+    get_profile(profile)
+    dev = resolve_device(device)
+    print_mlnnet_perf(run_mlnnet_perf(profile, image_size, batch, repeats, str(dev)), console)
+
+
 from benchmark import cli_data  # noqa: E402,F401  (registers data add/list/verify, perf data)
+from benchmark.cli_sweep import sweep_app  # noqa: E402 - it imports this module
+
+app.add_typer(sweep_app, name="sweep")
 
 
 def main() -> None:

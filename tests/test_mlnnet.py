@@ -157,3 +157,26 @@ def test_correctional_mean_excludes_the_background_minimum() -> None:
     assert correctional_mean(img).tolist() == pytest.approx([0.6])
     flat = torch.full((1, 1, 2, 2), 0.3)
     assert correctional_mean(flat).tolist() == pytest.approx([0.3])
+
+
+def test_cli_run_stores_the_chosen_branch_and_perf_runs(tmp_path: Path,
+                                                        session_cache: Path) -> None:
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from benchmark.cli import app
+
+    cli = CliRunner()
+    res = cli.invoke(app, ["run", "--method", "mlnnet", "--source", "ffdm", "--target", "dbt",
+                           "--profile", "smoke", "--no-progress", "--results-dir",
+                           str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    run = next((tmp_path / "runs").iterdir())
+    cases = pd.read_parquet(run / "per_case.parquet")
+    assert set(cases["info_branch"]) <= {0, 1}
+    assert set(cases["info_branch_name"]) <= {"similar", "dissimilar"}
+    assert {"info_score_similar", "info_score_dissimilar"} <= set(cases.columns)
+    perf = cli.invoke(app, ["perf", "mlnnet", "--profile", "smoke", "--image-size", "32",
+                            "--batch", "2", "--repeats", "1"])
+    assert perf.exit_code == 0, perf.output
+    assert "speed-up" in perf.output and "yes" in perf.output and "ratio" in perf.output
