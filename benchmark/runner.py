@@ -256,8 +256,9 @@ def plan_run(req: RunRequest, reporter: Reporter) -> RunPlan:
         "profile": profile.to_dict(), "hparams": hparams, "seed": req.seed,
         "code_version": version,
     }
-    run_id = f"{info.name}-{req.source}-{profile.name}-s{req.seed}-" \
-             f"{seed_hash(identity):08x}"[:80]
+    # The readable prefix is cut (long TOML paths), never the hash that makes the id unique.
+    prefix = f"{info.name}-{req.source}-{profile.name}-s{req.seed}"[:70]
+    run_id = f"{prefix}-{seed_hash(identity):08x}"
     run_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
     return RunPlan(info, profile, hparams, version, domains, run_id)
 

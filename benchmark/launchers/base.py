@@ -1,0 +1,49 @@
+"""The launcher contract: run picklable job calls somewhere and report each outcome."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from benchmark.errors import UserError
+
+Outcome = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """Launcher settings from the CLI; `extra` holds `--opt key=value` for plugin launchers."""
+
+    workers: int | None = None  # local: parallel worker processes (0 = in this process)
+    cpus_per_job: int = 1
+    gpus_per_job: float = 0.0
+    time_min: int = 240  # slurm: time limit of each array task, minutes
+    partition: str | None = None
+    mem_gb: float | None = None
+    array_parallelism: int = 64  # slurm: at most this many array tasks at once
+    address: str | None = None  # ray: cluster address (None: start a local instance)
+    wait: bool = True  # slurm: wait for the array (False: submit and return)
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Launcher(abc.ABC):
+    """Base class of launchers; subclasses are registered under `calcbench.launchers`."""
+
+    name: ClassVar[str] = ""
+    #: keys of `LaunchOptions.extra` this launcher understands
+    extra_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, options: LaunchOptions) -> None:
+        unknown = sorted(set(options.extra) - set(self.extra_keys))
+        if unknown:
+            known = ", ".join(self.extra_keys) or "none"
+            raise UserError(f"--opt {unknown[0]}: not an option of the '{self.name}' launcher "
+                            f"(known: {known})")
+        self.options = options
+
+    @abc.abstractmethod
+    def launch(self, calls: list[Any], on_result: Callable[[Outcome], None]) -> None:
+        """Run every call (a `benchmark.sweep.JobCall`) and pass each outcome to `on_result`,
+        in completion order; return when all are settled (or submitted, if not waiting)."""

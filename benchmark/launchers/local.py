@@ -1,0 +1,88 @@
+"""`local` launcher: a process pool on this machine; with several GPUs, one job per GPU.
+
+Workers are spawned (not forked: torch and its thread pools do not survive a fork) and reused
+across jobs; each pins one GPU through CUDA_VISIBLE_DEVICES before torch touches CUDA, and on
+CPU splits the cores between workers so they do not oversubscribe them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any
+
+from benchmark.errors import UserError
+from benchmark.launchers.base import Launcher, Outcome
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use (CUDA_VISIBLE_DEVICES, else every device torch sees)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in env.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() \
+        else []
+
+
+def _init_worker(gpu_ids: Any, threads: int) -> None:
+    """Pin this worker to one GPU (from the shared queue) or to `threads` CPU threads."""
+    if gpu_ids is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_ids.get())
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _call(call: Any) -> Outcome:
+    return call()
+
+
+class LocalLauncher(Launcher):
+    """Runs jobs in `--workers` spawned processes (default: one per GPU, else 1)."""
+
+    name = "local"
+
+    def launch(self, calls: list[Any], on_result: Callable[[Outcome], None]) -> None:
+        from benchmark.sweep import failure_outcome
+
+        gpus = visible_gpus()
+        workers = self.options.workers
+        if workers is None:
+            workers = max(1, len(gpus))
+        if workers < 0:
+            raise UserError(f"--workers {workers}: expected >= 0")
+        if workers == 0:  # in this process: for debuggers and profilers
+            for call in calls:
+                on_result(call())
+            return
+        workers = min(workers, len(calls))
+        ctx = mp.get_context("spawn")
+        queue = None
+        if len(gpus) > 1:
+            if workers > len(gpus):
+                raise UserError(f"--workers {workers}: only {len(gpus)} GPUs are visible; "
+                                "the local launcher runs one job per GPU")
+            queue = ctx.Queue()
+            for g in gpus[:workers]:
+                queue.put(g)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(queue, threads)) as pool:
+            futures: dict[Future[Outcome], Any] = {pool.submit(_call, c): c for c in calls}
+            try:
+                while futures:
+                    done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        call = futures.pop(fut)
+                        try:
+                            outcome = fut.result()
+                        except Exception as exc:  # the worker process died (OOM, segfault)
+                            outcome = failure_outcome(call, exc)
+                        on_result(outcome)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
