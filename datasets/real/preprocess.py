@@ -48,16 +48,25 @@ class Sample:
     block: str  # "r0c1" etc.; "full" when tiles == 1
 
 
-def breast_region(image: np.ndarray) -> np.ndarray:
-    """Boolean breast mask: Otsu threshold, largest component, holes filled."""
-    if float(image.max()) <= float(image.min()):
+def breast_region(image: np.ndarray, work_px: int = 512) -> np.ndarray:
+    """Boolean breast mask: Otsu threshold, largest component, holes filled.
+
+    Computed on a strided view of about `work_px` pixels per short side and expanded back
+    (the region only steers the crop and the background rule; 10-20x faster on 2457x1996).
+    """
+    step = max(1, min(image.shape) // work_px)
+    small = image[::step, ::step]
+    if float(small.max()) <= float(small.min()):
         return np.ones(image.shape, bool)
-    fg = image > threshold_otsu(image)
+    fg = small > threshold_otsu(small)
     labels, n = ndimage.label(fg)
     if n == 0:
         return np.ones(image.shape, bool)
     sizes = ndimage.sum_labels(fg, labels, index=np.arange(1, n + 1))
-    return ndimage.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
+    region = ndimage.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
+    if step > 1:
+        region = np.repeat(np.repeat(region, step, 0), step, 1)[:image.shape[0], :image.shape[1]]
+    return region
 
 
 def crop_box(breast: np.ndarray, mask: np.ndarray, margin: float) -> tuple[int, int, int, int]:
