@@ -144,6 +144,8 @@ def perf_data(
     n: Annotated[int, typer.Option(help="generated images")] = 16,
     image_size: Annotated[int, typer.Option(help="pixels per side")] = 512,
     compress: Annotated[bool, typer.Option(help="JPEG 2000 lossless generated DICOMs")] = True,
+    rows: Annotated[int, typer.Option(help="generated image rows (paper: 2457)")] = 2457,
+    cols: Annotated[int, typer.Option(help="generated image columns (paper: 1996)")] = 1996,
 ) -> None:
     """Samples/s read from the preprocessed cache vs decoded from DICOM, and the ratio."""
     from benchmark.perf.data_perf import print_data_perf, run_data_perf
@@ -154,5 +156,7 @@ def perf_data(
         binding = lookup(name)
         if binding is None:
             raise UserError(f"'{name}' is not bound to real data (bench data list)")
-    print_data_perf(run_data_perf(binding, n=n, image_size=image_size, compress=compress),
-                    console)
+    if min(n, rows, cols, image_size) < 1:
+        raise UserError("--n, --rows, --cols and --image-size must be positive")
+    print_data_perf(run_data_perf(binding, n=n, rows=rows, cols=cols, image_size=image_size,
+                                  compress=compress), console)

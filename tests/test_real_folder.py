@@ -141,3 +141,33 @@ def test_remove_restores_the_stand_in(tree: Path, config: Path) -> None:
     assert not resolve_domain("dbt").synthetic
     assert bench("data", "remove", "dbt").exit_code == 0
     assert resolve_domain("dbt").synthetic
+
+
+def test_nothing_usable_is_one_line_and_writes_no_cache(tmp_path: Path, config: Path) -> None:
+    root = tmp_path / "bad"
+    root.mkdir()
+    (root / "broken.dcm").write_bytes(b"\0" * 64)
+    (root / "manifest.csv").write_text("image,mask,patient_id,view\nbroken.dcm,,P1,CC\n")
+    assert bench("data", "add", "bad", "--format", "folder", "--root", str(root)).exit_code == 0
+    res = smoke_run("bad", tmp_path / "results", tmp_path / "cache")
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert "has no usable image" in res.output and "broken.dcm" in res.output
+    assert not list((tmp_path / "cache").rglob("*.npz"))
+
+
+def test_bindings_accumulate(tree: Path, config: Path) -> None:
+    for name in ("a", "b"):
+        assert bench("data", "add", name, "--format", "folder", "--root", str(tree),
+                     "--tiles", "1", "--spacing-mm", "0.07").exit_code == 0
+    bound = load_bindings()
+    assert set(bound) == {"a", "b"}
+    assert bound["a"].options == {"tiles": 1, "spacing_mm": 0.07}
+
+
+def test_perf_data_command(tree: Path, config: Path) -> None:
+    res = bench("perf", "data", "--n", "2", "--rows", "64", "--cols", "48", "--image-size", "32")
+    assert res.exit_code == 0, res.output
+    assert "read npz cache" in res.output and "faster than decoding" in res.output
+    assert bench("data", "add", "p", "--format", "folder", "--root", str(tree)).exit_code == 0
+    res = bench("perf", "data", "p", "--image-size", "32")
+    assert res.exit_code == 0 and "p (" in res.output, res.output
