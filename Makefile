@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,12 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/bench run --method mlnnet --source ffdm --target dbt
 
-test: $(VENV)/.installed-test
+# The HTML report test screenshots the page in headless Chromium (Debian's package).
+chromium:
+	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+
+test: $(VENV)/.installed-test chromium
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed-test

@@ -52,19 +52,19 @@ def heatmap(cases: pd.DataFrame, path: Path, metric: str = "DSC") -> Path | None
 
 
 def distributions(cases: pd.DataFrame, path: Path, metric: str = "DSC") -> Path | None:
-    """Box plot with every image as a point, per method, one panel column per pairing."""
+    """Box plot with every image as a point, per method (rows) and pairing (hue)."""
     cross = cases[cases["source"] != cases["target"]]
     if not len(cross):
         return None
     frame = cross.assign(value=_values(cross, metric), pairing=_pairing(cross))
-    grid = sns.catplot(data=frame, x="value", y="method_display", col="pairing", kind="box",
-                       color="#cfe0f3", fliersize=0, height=0.35 * frame["method_display"]
-                       .nunique() + 2.5, aspect=1.2, sharex=True)
-    grid.map_dataframe(sns.stripplot, x="value", y="method_display", size=3, color="#20456f",
-                       alpha=0.6, jitter=0.2)
-    grid.set_axis_labels(f"{metric} per image", "")
-    grid.set_titles("{col_name}")
-    return _save(grid.figure, path)
+    n_methods, n_pairs = frame["method_display"].nunique(), frame["pairing"].nunique()
+    fig, ax = plt.subplots(figsize=(9, 0.45 * n_methods * max(1, n_pairs) + 2))
+    sns.boxplot(data=frame, x="value", y="method_display", hue="pairing", fliersize=0,
+                boxprops={"alpha": 0.45}, ax=ax)
+    sns.stripplot(data=frame, x="value", y="method_display", hue="pairing", dodge=True,
+                  size=3, alpha=0.7, jitter=0.2, ax=ax, legend=False)
+    ax.set(xlabel=f"{metric} per image", ylabel="", title=f"{metric} per test image")
+    return _save(fig, path)
 
 
 def generalisation_gap(cases: pd.DataFrame, path: Path, metric: str = "DSC") -> Path | None:
@@ -72,40 +72,49 @@ def generalisation_gap(cases: pd.DataFrame, path: Path, metric: str = "DSC") -> 
     if not len(cases):
         return None
     frame = cases.assign(value=_values(cases, metric))
-    frame["evaluated on"] = [f"{t} (source test)" if s == t else t
+    frame["row"] = frame["method_display"] + " (" + frame["source"] + ")"
+    frame["evaluated on"] = ["source test" if s == t else f"target {t}"
                              for s, t in zip(frame["source"], frame["target"], strict=True)]
-    means = frame.groupby(["method_display", "source", "evaluated on"])["value"].mean() \
-        .reset_index()
-    grid = sns.catplot(data=means, x="value", y="method_display", hue="evaluated on",
-                       col="source", kind="bar", height=0.4 * means["method_display"].nunique()
-                       + 2.5, aspect=1.3)
-    grid.set_axis_labels(f"mean {metric}", "")
-    grid.set_titles("trained on {col_name}")
-    return _save(grid.figure, path)
+    means = frame.groupby(["row", "evaluated on"])["value"].mean().reset_index()
+    fig, ax = plt.subplots(figsize=(9, 0.5 * means["row"].nunique()
+                                    * means["evaluated on"].nunique() + 2))
+    sns.barplot(data=means, x="value", y="row", hue="evaluated on", ax=ax)
+    ax.set(xlabel=f"mean {metric}", ylabel="method (trained on)",
+           title="Generalisation gap: source test vs each target")
+    return _save(fig, path)
 
 
 def froc_plot(got: Collected, cases: pd.DataFrame, path: Path) -> Path | None:
-    """Lesion sensitivity vs mean false positives per image, one curve per method/pairing."""
+    """Lesion sensitivity vs mean false positives per image, one curve per method, one panel
+    per pairing (plain matplotlib steps: a FacetGrid is 10x slower for the same figure)."""
     cross = cases[cases["source"] != cases["target"]]
     if not len(cross) or not len(got.candidates) or "lesion_n_ref" not in cross:
         return None
-    curves = []
-    for (display, src, tgt), sub in cross.groupby(["method_display", "source", "target"]):
-        curve = froc_for(got, sub)
-        if len(curve):
-            curves.append(curve.assign(method=display, pairing=f"{src}→{tgt}"))
-    if not curves:
+    pairings = sorted(set(_pairing(cross)))
+    fig, axes = plt.subplots(1, len(pairings), figsize=(4 * len(pairings) + 1, 3.8),
+                             squeeze=False, sharey=True)
+    palette = dict(zip(sorted(cross["method_display"].unique()),
+                       sns.color_palette(n_colors=cross["method_display"].nunique()),
+                       strict=True))
+    drawn = False
+    for ax, pairing in zip(axes[0], pairings, strict=True):
+        sub = cross[_pairing(cross) == pairing]
+        for display, rows in sub.groupby("method_display"):
+            curve = froc_for(got, rows)
+            if len(curve):
+                x = [0.0, *curve["fp_per_image"]]
+                y = [0.0, *curve["sensitivity"]]
+                ax.step(x, y, where="post", label=display, color=palette[display])
+                drawn = True
+        ax.set(xscale="symlog", ylim=(0, 1.02), title=pairing,
+               xlabel="mean false positives per image")
+        ax.grid(alpha=0.3)
+    if not drawn:
+        plt.close(fig)
         return None
-    frame = pd.concat(curves, ignore_index=True)
-    grid = sns.relplot(data=frame, x="fp_per_image", y="sensitivity", hue="method",
-                       col="pairing", kind="line", drawstyle="steps-post", height=3.5,
-                       estimator=None)
-    for ax in grid.axes.flat:
-        ax.set_xscale("symlog", linthresh=0.1)
-        ax.set_ylim(0, 1.02)
-    grid.set_axis_labels("mean false positives per image", "lesion sensitivity")
-    grid.set_titles("{col_name}")
-    return _save(grid.figure, path)
+    axes[0][0].set_ylabel("lesion sensitivity")
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
 
 
 def all_plots(got: Collected, out_dir: Path, kind: str, profile: str) -> dict[str, Path]:

@@ -51,20 +51,22 @@ def _scale(label: str) -> float:
 
 def per_image(cases: pd.DataFrame, label: str) -> pd.DataFrame:
     """One row per image: `patient_id`, the metric `value` (scaled, seed-averaged, NaN when
-    undefined) and, for pooled overlap metrics, the summed confusion counts `a b c`."""
+    undefined) and, for pooled overlap metrics, the confusion counts `TP FP FN`."""
     column = REPORTED[label]
-    values = cases[column].astype(float)
-    if values.isna().any() and column not in MAY_BE_UNDEFINED:
+    values = cases[column].to_numpy(float)
+    if np.isnan(values).any() and column not in MAY_BE_UNDEFINED:
         raise ValueError(f"NaN values in {column}: the metric policy forbids it")
     frame = pd.DataFrame({"image_id": cases["image_id"].to_numpy(),
-                          "patient_id": _patients(cases),
-                          "value": values.to_numpy() * _scale(label)})
-    for name in ("TP", "FP", "FN"):
-        if name in cases:
-            frame[name] = cases[name].astype(float).to_numpy()
-    return frame.groupby("image_id", sort=True).agg(
-        {"patient_id": "first", "value": "mean",
-         **{n: "mean" for n in ("TP", "FP", "FN") if n in frame}}).reset_index()
+                          "patient_id": _patients(cases), "value": values * _scale(label)})
+    counts = [n for n in ("TP", "FP", "FN") if n in cases]
+    for name in counts:
+        frame[name] = cases[name].to_numpy(float)
+    if frame["image_id"].is_unique:  # one seed: nothing to average (the common, fast case)
+        return frame.sort_values("image_id", kind="stable").reset_index(drop=True)
+    grouped = frame.groupby("image_id", sort=True)
+    out = grouped[["value", *counts]].mean()
+    out.insert(0, "patient_id", grouped["patient_id"].first())
+    return out.reset_index()
 
 
 def _patients(cases: pd.DataFrame) -> np.ndarray:

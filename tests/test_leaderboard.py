@@ -76,3 +76,37 @@ def test_latest_run_wins(tmp_path: Path) -> None:
     store.write_info("a2", info)
     table = build_tables(store)[1]
     assert table.cells[("Unet", "ffdm", "dbt")].summary["DSC_mean"] == 20.0
+
+
+def test_patient_and_pooled_aggregation_change_the_unit(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    image = build_tables(store, n_boot=20)[1]
+    pooled = build_tables(store, aggregate="pooled", n_boot=20)[1]
+    assert image.slug == "table1-synthetic-quick"
+    assert pooled.slug == "table1-synthetic-quick-pooled"
+    # no TP/FP/FN columns in these rows: pooled DSC falls back to the per-image mean
+    assert pooled.cells[("Unet", "ffdm", "dbt")].summary["DSC_mean"] == 50.0
+    assert "pooled over the summed confusion counts" in render_markdown(pooled)
+
+
+def test_bad_layout_metric_and_selection_are_user_errors(tmp_path: Path) -> None:
+    import pytest
+
+    from benchmark.errors import UserError
+
+    store = _store(tmp_path)
+    for kwargs, text in (({"layout": "4"}, "--table '4'"), ({"metric": "IoU"}, "--metric"),
+                         ({"selection": "best"}, "--select 'best'")):
+        with pytest.raises(UserError, match=text):
+            build_tables(store, **kwargs)
+
+
+def test_avg_rank_column_and_ci_in_csv(tmp_path: Path) -> None:
+    import pytest
+
+    table = build_tables(_store(tmp_path), n_boot=50)[1]
+    # MLN-net is better on TPR, Pr, DSC and HD; ASD ties (both 1.0) -> 1.5 each
+    assert table.ranks == {"MLN-net": pytest.approx(1.1), "Unet": pytest.approx(1.9)}
+    csv = render_csv(table)
+    header = csv.splitlines()[0]
+    assert "DSC_ci_lo" in header and "avg_rank" in header and "run_ids" in header
