@@ -106,3 +106,12 @@ def test_jpeg_package(tmp_path: Path, config: Path) -> None:
     assert "Calc-Training_P_00002_LEFT_CC-full" in data.image_ids  # the `Unknown` mask row
     assert all(m.any() for m in data.masks)
     assert sorted(set(data.official_split or [])) == ["test", "train"]
+
+
+def test_unrecognised_folder_names_fall_back_to_headers(tmp_path: Path) -> None:
+    root = tmp_path / "renamed"
+    cbis_ddsm_tree(root)
+    series = next((root / "CBIS-DDSM" / "Calc-Training_P_00002_RIGHT_MLO").glob("*/*"))
+    series.rename(series.parent / "downloaded-somewhere-else")
+    _, data = _load(root, tmp_path / "cache")
+    assert "Calc-Training_P_00002_RIGHT_MLO-full" in data.image_ids
