@@ -115,3 +115,11 @@ def test_unrecognised_folder_names_fall_back_to_headers(tmp_path: Path) -> None:
     series.rename(series.parent / "downloaded-somewhere-else")
     _, data = _load(root, tmp_path / "cache")
     assert "Calc-Training_P_00002_RIGHT_MLO-full" in data.image_ids
+
+
+def test_patient_in_both_official_splits_goes_to_test(tmp_path: Path) -> None:
+    dom = RealDomain(Binding("x", "cbis-ddsm", str(tmp_path), {}))
+    pids = ["P_1", "P_1", "P_2"]
+    with pytest.warns(UserWarning, match="1 official-train image"):
+        out = dom._one_split_per_patient(pids, ["train", "test", "train"], None)
+    assert out == ["test", "test", "train"]

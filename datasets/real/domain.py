@@ -167,10 +167,26 @@ class RealDomain(Domain):
             raise UserError(f"data '{self.name}' ({self.binding.format} at "
                             f"{self.binding.root}) has no usable image{first}")
         has_split = any(s is not None for s in split)
+        if has_split:
+            split = self._one_split_per_patient(pids, split, progress)
         return DomainData(domain=self.name, images=np.stack(images), masks=np.stack(masks),
                           spacing_mm=np.asarray(spacing, np.float64), patient_ids=pids,
                           image_ids=iids, meta=metas,
                           official_split=[s or "train" for s in split] if has_split else None)
+
+    def _one_split_per_patient(self, pids: list[str], split: list[str | None], progress: Any
+                               ) -> list[str | None]:
+        """A patient with any official test image is test throughout (CBIS-DDSM's calc and
+        mass splits were drawn separately, so `--abnormality both` can put one patient in
+        both); otherwise the patient-level split would leak."""
+        test_patients = {p for p, s in zip(pids, split, strict=True) if s == "test"}
+        moved = sum(1 for p, s in zip(pids, split, strict=True)
+                    if p in test_patients and s != "test")
+        if moved:
+            _log(progress, f"warning: {self.name}: {moved} official-train image(s) belong to "
+                           "patients with official-test images; they are moved to test so "
+                           "no patient spans two splits")
+        return ["test" if p in test_patients else s for p, s in zip(pids, split, strict=True)]
 
 
 def read_case(case: Case) -> list[Frame]:
