@@ -34,9 +34,12 @@ MAX_LOGGED_PROBLEMS = 10
 
 @cache
 def code_version() -> str:
-    """sha256 of the datasets/real sources (a code change means a new cache)."""
+    """sha256 of the datasets/real sources and the shared resampler's module (a code change
+    means a new cache)."""
+    from datasets.synthetic import domain as synthetic_domain  # area_matrix lives there
+
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
+    for path in [*sorted(Path(__file__).parent.glob("*.py")), Path(synthetic_domain.__file__)]:
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
