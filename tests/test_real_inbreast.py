@@ -78,3 +78,14 @@ def test_bad_mask_mode(tree: Path, config: Path) -> None:
     res = bench("data", "add", "x", "--format", "inbreast", "--root", str(tree),
                 "--mask-mode", "speck")
     assert res.exit_code == 2 and "mask mode 'speck'" in res.output
+
+
+def test_csv_file_name_disagreement_is_reported(tmp_path: Path) -> None:
+    inbreast_tree(tmp_path)
+    csv = tmp_path / "INbreast.csv"
+    lines = csv.read_text().splitlines()
+    lines[1] = lines[1].replace(";R;CC;", ";L;CC;")  # first image: R CC in its file name
+    csv.write_text("\n".join(lines) + "\n")
+    cases, problems = RealDomain(Binding("i", "inbreast", str(tmp_path), {})).adapter.scan()
+    assert len(cases) == 8
+    assert any("INbreast.csv says L CC, the file name R CC" in str(p) for p in problems)

@@ -183,6 +183,12 @@ class InbreastAdapter(Adapter):
                 continue
             seen.add(info["file_name"])
             row = table.get(info["file_name"], {})
+            listed = (row.get("Laterality", "").upper(), row.get("View", "").upper())
+            if row and listed != (info["laterality"], info["view"]):
+                problems.append(Problem(rel(path, self.root), f"INbreast.csv says "
+                                        f"{' '.join(listed)}, the file name "
+                                        f"{info['laterality']} {info['view']}; file name used "
+                                        "(image kept)"))
             xml = xml_dir / f"{info['file_name']}.xml" if xml_dir is not None else None
             meta = {"view": info["view"], "laterality": info["laterality"],
                     "density": row.get("ACR", ""), "birads": row.get("Bi-Rads", ""),
