@@ -345,7 +345,7 @@ def run_job(job: Job, ctx: JobContext, wait: bool = False) -> dict[str, Any]:
     States: done, skipped (was already done), failed (with the traceback's last lines),
     busy (another process holds the job; the sweep retries it later with `wait`).
     """
-    from benchmark.runner import RunBusyError, RunRequest, run
+    from benchmark.runner import RunBusyError, RunRequest, plan_run, run
 
     results = Path(ctx.results_dir)
     store = ResultsStore(results)
@@ -368,6 +368,13 @@ def run_job(job: Job, ctx: JobContext, wait: bool = False) -> dict[str, Any]:
                          results_dir=results, cache_dir=Path(ctx.cache_dir), trial=job.trial,
                          checkpoint_every=ctx.checkpoint_every)
         t0 = time.monotonic()
+        now_id = plan_run(req, NullReporter()).run_id
+        if now_id != job.run_id:  # the code (or data) changed after the sweep was expanded
+            message = (f"the code or data changed since this sweep was expanded (the job is "
+                       f"now run {now_id}); launch the sweep again to re-plan its jobs")
+            result = {**base, "state": "failed", "error": [message], "message": message}
+            _record(ctx, job.run_id, result)
+            return result
         with open(log_path, "a") as log, contextlib.redirect_stdout(log):
             from rich.console import Console
 

@@ -47,11 +47,13 @@ class SlurmLauncher(Launcher):
         cluster = extra.get("cluster")
         if cluster not in (None, "slurm", "local", "debug"):
             raise UserError(f"--opt cluster={cluster}: expected slurm, local or debug")
-        executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
+        # requeues after a timeout (preemptions are requeued without limit by submitit)
+        executor = submitit.AutoExecutor(
+            folder=folder / "%j", cluster=cluster,
+            slurm_max_num_timeout=int(extra.get("max_num_timeout", 3)))
         params: dict[str, Any] = {
             "timeout_min": opts.time_min, "cpus_per_task": opts.cpus_per_job,
             "slurm_array_parallelism": opts.array_parallelism,
-            "slurm_max_num_timeout": int(extra.get("max_num_timeout", 3)),
             "name": f"calcbench-{ctx.sweep_id}",
         }
         if opts.gpus_per_job:
