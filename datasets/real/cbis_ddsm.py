@@ -184,6 +184,8 @@ class CbisDdsmAdapter(Adapter):
         full = max(images, key=lambda p: p.stat().st_size)  # a series holds one mammogram
 
         def read() -> list[Frame]:
+
+            """Decode the mammogram; union of its abnormalities' masks."""
             frame = next(dicom_io.iter_frames(full))
             mask = np.zeros(frame.image.shape, np.uint8)
             for roi in roi_sets:

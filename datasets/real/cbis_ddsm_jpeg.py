@@ -105,6 +105,8 @@ class CbisDdsmJpegAdapter(Adapter):
         """A case whose read() decodes the JPEG and merges its abnormalities' masks."""
 
         def read() -> list[Frame]:
+
+            """Decode the JPEG; union of its abnormalities' masks."""
             frame = read_frames(full)[0]
             mask = np.zeros(frame.image.shape, np.uint8)
             for paths in mask_sets:

@@ -110,6 +110,8 @@ class FolderAdapter(Adapter):
             meta["slice"] = sl
 
         def read() -> list[Frame]:
+
+            """Decode this row's frame(s) and mask(s)."""
             return self._read(image, mask, sl, spacing)
 
         files = [rel(image, self.root)] + ([rel(mask, self.root)] if mask else [])

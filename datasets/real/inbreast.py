@@ -204,6 +204,8 @@ class InbreastAdapter(Adapter):
         """A case whose read() decodes the DICOM and rasterises its XML ROIs."""
 
         def read() -> list[Frame]:
+
+            """Decode the DICOM; rasterise its ROIs."""
             frame = next(dicom_io.iter_frames(path))
             spacing = frame.spacing_mm or (self.default_spacing_mm,) * 2
             rois: list[tuple[str, np.ndarray]] = []
