@@ -13,6 +13,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 # the user's ~/.cache/calcbench; synthetic domains are generated once per session.
 _CACHE = Path(tempfile.mkdtemp(prefix="calcbench-test-cache-"))
 os.environ["CALCBENCH_CACHE"] = str(_CACHE)
+# ...and an empty data-bindings file, so a developer's `bench data add ffdm ...` never turns
+# the synthetic tests into runs on their real data.
+os.environ["CALCBENCH_CONFIG"] = str(_CACHE / "data-bindings.toml")
 
 
 @pytest.fixture(scope="session")
