@@ -89,8 +89,10 @@ def render_table(table: Table) -> str:
     best = _best(table)
     head = ["Group", "Method"] + [f"{m} {s}→{t}" for s, t in table.pairings
                                   for m in table.metrics] + ["Avg. rank"]
+    note = legend(table).replace("*(paper)*", "(paper)").replace("`", "")  # markdown marks
     out = [f"<h3>{E(LAYOUT_TITLE[table.layout])} — {E(table.kind)} data, profile "
-           f"<code>{E(table.profile)}</code></h3>", f"<p class='note'>{E(legend(table))}</p>",
+           f"<code>{E(table.profile)}</code></h3>",
+           f"<p class='note'>{E(note)}</p>",
            "<table class='sortable'><thead><tr>"
            + "".join(f"<th class='{'l' if i < 2 else ''}'>{E(h)}</th>"
                      for i, h in enumerate(head)) + "</tr></thead><tbody>"]

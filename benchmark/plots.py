@@ -99,15 +99,20 @@ def froc_plot(got: Collected, cases: pd.DataFrame, path: Path) -> Path | None:
     drawn = False
     for ax, pairing in zip(axes[0], pairings, strict=True):
         sub = cross[_pairing(cross) == pairing]
+        top = 8.0
         for display, rows in sub.groupby("method_display"):
             curve = froc_for(got, rows)
             if len(curve):
-                x = [0.0, *curve["fp_per_image"]]
-                y = [0.0, *curve["sensitivity"]]
+                # from (0, 0) to the last operating point, then flat to the right edge
+                x = [0.0, *curve["fp_per_image"], 1e9]
+                y = [0.0, *curve["sensitivity"], curve["sensitivity"].iloc[-1]]
                 ax.step(x, y, where="post", label=display, color=palette[display])
+                top = max(top, float(curve["fp_per_image"].iloc[-1]))
                 drawn = True
-        ax.set(xscale="symlog", ylim=(0, 1.02), title=pairing,
-               xlabel="mean false positives per image")
+        ax.set_xscale("symlog", linthresh=0.125)
+        ticks = [t for t in (0, 0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64) if t <= top]
+        ax.set(xlim=(0, top), ylim=(0, 1.02), xticks=ticks, xticklabels=[f"{t:g}" for t in ticks],
+               title=pairing, xlabel="mean false positives per image")
         ax.grid(alpha=0.3)
     if not drawn:
         plt.close(fig)
