@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -78,3 +79,36 @@ def test_froc_values_and_monotonicity() -> None:
                                                             >= 0).all()
     at = sensitivity_at(curve, (0.25, 1.0, 2.0))
     assert at == {0.25: 0.5, 1.0: 0.75, 2.0: 0.75}
+
+
+def test_evaluate_stores_lesion_columns_candidates_and_costs(tmp_path: Path) -> None:
+    """evaluate() on the toy domain with a thresholding 'method' (bright disks = lesions)."""
+    import torch
+
+    from benchmark.config import get_profile
+    from benchmark.evaluate import evaluate
+    from benchmark.progress import Reporter
+    from tests.toy import ToyDomain
+
+    class Bright:
+        context_slices = 0
+
+        def train(self, mode: bool) -> None:
+            pass
+
+        def predict_batch(self, batch: dict) -> torch.Tensor:
+            return (batch["image"] - 0.3).clamp(0, 1) * 1.5
+
+        def case_info(self) -> list[dict]:
+            return []
+
+    data = ToyDomain(n_patients=3).load(32, tmp_path)
+    cands: list[pd.DataFrame] = []
+    rows = evaluate(Bright(), data, np.arange(len(data.images)), get_profile("smoke"),
+                    torch.device("cpu"), Reporter(plain=True), "toy", cands)
+    assert (rows["lesion_n_ref"] == 1).all() and (rows["lesion_tp"] == 1).all()
+    assert rows["lesion_sensitivity"].eq(1.0).all()
+    assert (rows["infer_seconds"] > 0).all() and rows["peak_mem_kind"].eq("cpu_peak_rss").all()
+    assert len(cands) == 1 and set(cands[0]["image_id"]) == set(rows["image_id"])
+    curve = froc_curve(cands[0], int(rows["lesion_n_ref"].sum()), len(rows))
+    assert curve["sensitivity"].max() == 1.0
