@@ -249,6 +249,8 @@ def leaderboard(
         "--branches", help="append how often each branch was chosen (md)")] = False,
     plots: Annotated[bool, typer.Option("--plots", help="also write the seaborn figures")
                      ] = False,
+    ci: Annotated[bool, typer.Option("--ci", help="show the 95% bootstrap CI in each cell")
+                  ] = False,
     results_dir: ResultsOpt = None,
     out_dir: Annotated[Path | None, typer.Option(
         help="where to write (default: <results>/leaderboards)")] = None,
@@ -262,7 +264,7 @@ def leaderboard(
                   if i.group in ("P1", "P2", "P3", "ours", "ablation")}
     req = LeaderboardRequest(results, out_dir or results / "leaderboards", format_, table,
                              with_paper, aggregate, select, baseline, metric, n_boot, costs,
-                             lesions, branches, plots)
+                             lesions, branches, plots, ci)
     shown, paths = make_leaderboards(req, registered)
     if shown:
         typer.echo(shown)  # plain text: markdown must not be wrapped or styled

@@ -81,6 +81,7 @@ class Table:
     baseline: str | None = None
     markers: dict[tuple[str, str, str, str], Comparison] = field(default_factory=dict)
     ranks: dict[str, float] = field(default_factory=dict)
+    show_ci: bool = False  # append the 95% bootstrap CI to every cell's text
 
     @property
     def slug(self) -> str:
@@ -293,6 +294,8 @@ def cell_text(table: Table, display: str, src: str, tgt: str, metric: str) -> st
         text = text.split(" ±")[0]  # a pooled ratio has no spread over units
     comp = table.markers.get((display, src, tgt, metric))
     mark = comp.marker(metric) if comp else ""
+    if table.show_ci and not math.isnan(float(cell.summary.get(f"{metric}_ci_lo", math.nan))):
+        text += f" [{cell.summary[f'{metric}_ci_lo']:.2f}, {cell.summary[f'{metric}_ci_hi']:.2f}]"
     if cell.summary.get("n_seeds", 1) > 1:
         text += f" ({cell.summary['n_seeds']} seeds)"
     return f"{text} {mark}" if mark else text
@@ -307,6 +310,8 @@ def legend(table: Table) -> str:
             f"Model selection: {SELECTION_LABEL[table.selection]}. Bold: best mean per column. "
             "Avg. rank: mean over the columns of the method's rank (1 = best; ties share the "
             "average rank).")
+    if table.show_ci:
+        text += " [a, b]: 95% percentile-bootstrap CI of the mean, resampling patients."
     if table.baseline:
         text += (f" ↑ / ↓: significantly better / worse than {table.baseline} on the same "
                  "images (Wilcoxon signed-rank, Holm-corrected across methods per column, "

@@ -45,6 +45,7 @@ class LeaderboardRequest:
     lesions: bool = False
     branches: bool = False
     plots: bool = False
+    ci: bool = False
 
 
 def make_leaderboards(req: LeaderboardRequest, registered: dict[str, tuple[str, str]]
@@ -76,6 +77,8 @@ def make_leaderboards(req: LeaderboardRequest, registered: dict[str, tuple[str, 
     if not tables:
         raise UserError(f"no finished cross-domain evaluations under '{store.runs_dir}'; "
                         "run e.g. `bench run --method unet --source ffdm --target dbt` first")
+    for table in tables:
+        table.show_ci = req.ci
     extra = "".join(
         "\n" + text for flag, text in (
             (req.costs, render_cost_markdown(cost_table(got)) if req.costs else ""),

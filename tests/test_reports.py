@@ -162,9 +162,12 @@ def test_plots_are_written(store: ResultsStore, tmp_path: Path) -> None:
 
 def test_make_leaderboards_writes_md_with_sections(store: ResultsStore, tmp_path: Path) -> None:
     req = LeaderboardRequest(store.root, tmp_path / "out", layout="1", costs=True,
-                             lesions=True, branches=True, n_boot=20)
+                             lesions=True, branches=True, n_boot=20, ci=True)
     shown, paths = make_leaderboards(req, {})
     text = paths[0].read_text()
+    assert "95% percentile-bootstrap CI" in text
+    mln = next(line for line in text.splitlines() if line.startswith("| ours | MLN-net |"))
+    assert mln.count("[") == 10  # every metric of both pairings carries its CI
     assert "### Cost" in text and "### Lesion" in text and "### Branch choice" in text
     assert shown.startswith("### Table 1 layout")
     with pytest.raises(UserError, match="--aggregate"):
