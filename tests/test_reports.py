@@ -203,3 +203,12 @@ def test_html_escapes_and_has_provenance_and_renders(store: ResultsStore,
         assert im.size == (1400, 1000)
         gray = np.asarray(im.convert("L"), float)
     assert gray.std() > 10 and (gray < 100).mean() > 0.005  # text and tables, not blank
+
+
+def test_empty_store_and_bad_format_are_user_errors(tmp_path: Path) -> None:
+    for fmt, text in (("html", "no runs under"), ("md", "no finished cross-domain"),
+                      ("xls", "--format 'xls'")):
+        with pytest.raises(UserError, match=text):
+            make_leaderboards(LeaderboardRequest(tmp_path / "none", tmp_path, fmt=fmt), {})
+    with pytest.raises(UserError, match="--n-boot 0"):
+        make_leaderboards(LeaderboardRequest(tmp_path, tmp_path, n_boot=0), {})
