@@ -220,6 +220,8 @@ def _groups(sub: pd.DataFrame, got: Collected, kind: str, profile: str,
         for display in ABLATION_ORDER:
             groups.setdefault(display, "ablation")
         return {d: g for d, g in groups.items() if d in ABLATION_ORDER or g == "ablation"}
+    if layout == "matrix":  # every method that ran, ablation variants included
+        return {d: g for d, g in groups.items() if d in set(sub["method_display"])}
     groups = {d: g for d, g in groups.items() if g != "ablation"}
     if with_paper:
         for (display, _s, _t), vals in paper.items():

@@ -134,6 +134,7 @@ def test_ablation_and_matrix_layouts(store: ResultsStore) -> None:
     assert "Unet-E (paper)" in render_markdown(abl) and "Unet" not in [d for _, d in abl.rows]
     mat = build_tables(store, layout="matrix", metric="HD", n_boot=10)[0]
     assert ("ffdm", "ffdm") in mat.pairings  # the in-domain diagonal
+    assert "Unet-E" in [d for _, d in mat.rows] and "Basenet" not in [d for _, d in mat.rows]
     assert "| ffdm |" in render_markdown(mat) and "HD: source x target" in render_markdown(mat)
 
 
