@@ -49,7 +49,7 @@ def test_resnet_loads_local_rgb_imagenet_weights(tmp_path: Path) -> None:
     reference = torchvision.models.resnet34(weights=None)  # RGB conv1 and an fc head
     file = tmp_path / "r34.pth"
     torch.save(reference.state_dict(), file)
-    method = _build(ResnetMethod, "smoke", encoder_weights_path=str(file))
+    method = _build(ResnetMethod, "smoke", encoder="resnet34", encoder_weights_path=str(file))
     encoder = method.network.encoder
     assert torch.allclose(encoder.conv1.weight, reference.conv1.weight.sum(1, keepdim=True))
     assert torch.equal(encoder.layer4[2].conv2.weight, reference.layer4[2].conv2.weight)
@@ -60,7 +60,8 @@ def test_resnet_user_errors(tmp_path: Path) -> None:
         _build(ResnetMethod, "smoke", encoder_weights_path=str(tmp_path / "missing.pth"))
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
     with pytest.raises(UserError, match="does not fit the encoder"):
-        _build(ResnetMethod, "smoke", encoder_weights_path=str(tmp_path / "r18.pth"))
+        _build(ResnetMethod, "smoke", encoder="resnet34",
+               encoder_weights_path=str(tmp_path / "r18.pth"))
     with pytest.raises(UserError, match="unknown encoder 'resnet35'"):
         _build(ResnetMethod, "smoke", encoder="resnet35")
 
@@ -79,9 +80,12 @@ def _reference_mnet_count(cin: int = 1, classes: int = 1, b: int = 32) -> int:
 
 
 def test_mnet_paper_parameter_count_matches_reference_code() -> None:
-    method = _build(MnetMethod, "paper")
-    assert isinstance(method.network, MNet)
-    assert method.num_parameters() == _reference_mnet_count() == 8_538_596
+    reference = _build(MnetMethod, "paper", batchnorm=False)  # the BN-free Keras model
+    assert isinstance(reference.network, MNet)
+    assert reference.num_parameters() == _reference_mnet_count() == 8_538_596
+    with_bn = _build(MnetMethod, "paper")  # default: BN adds 2 per channel, drops conv biases
+    assert with_bn.hparams["batchnorm"] is True
+    assert 0 < with_bn.num_parameters() - reference.num_parameters() < 0.001 * 8_538_596
 
 
 def test_mnet_side_outputs_have_their_stage_resolution() -> None:
