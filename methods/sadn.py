@@ -51,7 +51,12 @@ Test-time path selection (`selection`) and the BatchNorm-statistics pitfalls:
 * The selection and the normalisation are per evaluation batch, not per image: every image of
   a batch gets the same branch and its output depends on the other images of the batch (and,
   under `repo-literal`, on the earlier batches). Results therefore depend on the evaluation
-  batch size and order; the harness keeps both fixed per profile.
+  batch size and order; the harness keeps both fixed per profile. A short last batch (e.g. 4
+  images after two of 16) is normalised with its own, noisier statistics, as in SADN.
+* Training statistics: each branch's running statistics are an EMA (momentum 0.1) over the
+  batches of its own domain only, so they describe the last ~10 training batches of that
+  domain at the final weights' neighbourhood; SADN's HEAD (batch 128 on two GPUs with
+  DataParallel) accumulates them per replica over 64 samples, ours over the profile's batch.
 * The harness's validation after each epoch runs the same selection on the source validation
   split, without side effects on the model.
 """
