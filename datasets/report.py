@@ -7,12 +7,16 @@ background"); every built-in synthetic domain maps the background to 0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from datasets.domain import DomainData
+
+#: Named views of picked images (N,H,W) and masks (N,H,W): [(label, images, masks), ...].
+ViewFn = Callable[[np.ndarray, np.ndarray], list[tuple[str, np.ndarray, np.ndarray]]]
 
 
 def breast_pixels(data: DomainData, max_pixels: int = 2_000_000) -> np.ndarray:
@@ -66,19 +70,26 @@ def _pick(data: DomainData, n: int, rng: np.random.Generator) -> list[int]:
 
 
 def contact_sheet(datas: list[DomainData], path: str | Path, n_per_domain: int = 6,
-                  seed: int = 0) -> Path:
-    """PNG with one row per domain: a few images (clusters preferred), masks outlined in red."""
+                  seed: int = 0, views: ViewFn | None = None) -> Path:
+    """PNG with one row per domain: a few images (clusters preferred), masks outlined in red.
+
+    With `views` (e.g. a method's training augmentation), each domain row is followed by one
+    row per named view of the same images, so original and augmented samples line up.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rng = np.random.default_rng(seed)
-    rows = max(1, len(datas))
+    picked = [_pick(data, n_per_domain, rng) for data in datas]
+    extra = [views(data.images[p], data.masks[p]) if views and p else []
+             for data, p in zip(datas, picked, strict=True)]
+    rows = max(1, sum(1 + len(e) for e in extra))
     fig, axes = plt.subplots(rows, n_per_domain, figsize=(2.0 * n_per_domain, 2.15 * rows),
                              squeeze=False)
-    for r, data in enumerate(datas):
-        picks = _pick(data, n_per_domain, rng)
+    r = 0
+    for data, picks, data_views in zip(datas, picked, extra, strict=True):
         for c in range(n_per_domain):
             ax = axes[r][c]
             ax.set_xticks([])
@@ -98,6 +109,21 @@ def contact_sheet(datas: list[DomainData], path: str | Path, n_per_domain: int =
             if c == 0:
                 sp = data.spacing_mm[i]
                 ax.set_ylabel(f"{data.domain}\n{sp[0]:.3g} mm/px", fontsize=8)
+        r += 1
+        for name, images, masks in data_views:
+            for c in range(n_per_domain):
+                ax = axes[r][c]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c >= len(images):
+                    ax.axis("off")
+                    continue
+                ax.imshow(images[c], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+                if masks[c].any():
+                    ax.contour(masks[c], levels=[0.5], colors="red", linewidths=0.7)
+                if c == 0:
+                    ax.set_ylabel(f"{data.domain}\n{name}", fontsize=8)
+            r += 1
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
