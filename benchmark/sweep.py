@@ -70,13 +70,16 @@ class SweepSpec:
 
     @property
     def sweep_id(self) -> str:
+        """'<profile>-<8 hex digits of the spec's hash>'."""
         return f"{self.profile}-{seed_hash(self.to_dict()):08x}"
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (tuples as lists), as stored in the manifest."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepSpec:
+        """Inverse of `to_dict`."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -116,10 +119,12 @@ class Job:
     target_keys: list[str] = field(default_factory=list)  # source first, then the targets
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as stored in the manifest and shipped to workers."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Job:
+        """Inverse of `to_dict`."""
         return cls(**d)
 
 
@@ -155,10 +160,12 @@ def expand(spec: SweepSpec) -> list[Job]:
 # --- folders, manifest, locks -----------------------------------------------------------------
 
 def sweeps_root(results_dir: Path) -> Path:
+    """`<results>/sweeps`: manifests, job records, logs and the job locks."""
     return Path(results_dir) / "sweeps"
 
 
 def sweep_dir(results_dir: Path, sweep_id: str) -> Path:
+    """The folder of one sweep: sweep.json, jobs/, logs/ (and submitit/ for Slurm)."""
     return sweeps_root(results_dir) / sweep_id
 
 
@@ -287,7 +294,9 @@ def job_state(results_dir: Path, sweep_id: str, job: Job) -> JobState:
     if _lock_is_held(sweeps_root(results_dir) / ".locks" / f"{job.run_id}.lock") or \
             _lock_is_held(folder / ".train.lock"):
         status = _read_json(folder / "status.json")
-        return JobState("running", status.get("state", "starting"))
+        tail = read_log_tail(results_dir, sweep_id, job.run_id, 1)
+        return JobState("running", f"{status.get('state', 'starting')}"
+                        + (f": {tail[-1].strip()}" if tail else ""))
     record = _read_json(sweep_dir(results_dir, sweep_id) / "jobs" / f"{job.run_id}.json")
     status = _read_json(folder / "status.json")
     failed_targets = {k: v for k, v in status.get("targets", {}).items()
@@ -327,6 +336,7 @@ class JobCall:
     wait: bool = False  # block on the job lock instead of reporting "busy"
 
     def __call__(self) -> dict[str, Any]:
+        """Run the job in whichever process the launcher chose."""
         return run_job(Job.from_dict(self.job), self.ctx, self.wait)
 
 
@@ -368,7 +378,10 @@ def run_job(job: Job, ctx: JobContext, wait: bool = False) -> dict[str, Any]:
                          results_dir=results, cache_dir=Path(ctx.cache_dir), trial=job.trial,
                          checkpoint_every=ctx.checkpoint_every)
         t0 = time.monotonic()
-        now_id = plan_run(req, NullReporter()).run_id
+        try:
+            now_id = plan_run(req, NullReporter()).run_id
+        except Exception as exc:  # e.g. a domain file that disappeared since the expansion
+            now_id = f"unplannable ({type(exc).__name__}: {exc})"
         if now_id != job.run_id:  # the code (or data) changed after the sweep was expanded
             message = (f"the code or data changed since this sweep was expanded (the job is "
                        f"now run {now_id}); launch the sweep again to re-plan its jobs")
@@ -415,6 +428,7 @@ class SweepResult:
     outcomes: list[dict[str, Any]] = field(default_factory=list)
 
     def count(self, state: str) -> int:
+        """How many of this launch's outcomes are in `state`."""
         return sum(1 for o in self.outcomes if o["state"] == state)
 
 

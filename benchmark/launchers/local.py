@@ -47,6 +47,7 @@ class LocalLauncher(Launcher):
     name = "local"
 
     def launch(self, calls: list[Any], on_result: Callable[[Outcome], None]) -> None:
+        """Run `calls` in the pool (or here with --workers 0), reporting each as it ends."""
         from benchmark.sweep import failure_outcome
 
         gpus = visible_gpus()

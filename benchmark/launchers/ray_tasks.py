@@ -25,6 +25,7 @@ class RayLauncher(Launcher):
     extra_keys = ("max_retries", "num_cpus")
 
     def launch(self, calls: list[Any], on_result: Callable[[Outcome], None]) -> None:
+        """Start (or join) Ray, submit one task per call, report each as it finishes."""
         try:
             import ray
         except ImportError:

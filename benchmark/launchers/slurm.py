@@ -21,9 +21,11 @@ class _Requeueable:
     """A job call that submitit requeues (same arguments) on preemption or timeout."""
 
     def __call__(self, call: Any) -> Outcome:
+        """Run the job in this array task."""
         return call()
 
     def checkpoint(self, call: Any) -> Any:
+        """submitit's hook before preemption/timeout: requeue the same job (it resumes)."""
         import submitit
 
         return submitit.helpers.DelayedSubmission(_Requeueable(), call)
@@ -36,6 +38,7 @@ class SlurmLauncher(Launcher):
     extra_keys = ("cluster", "account", "qos", "constraint", "max_num_timeout", "folder")
 
     def launch(self, calls: list[Any], on_result: Callable[[Outcome], None]) -> None:
+        """Submit `calls` as one array; wait for and report each task unless --no-wait."""
         import submitit
 
         from benchmark.sweep import call_outcome, failure_outcome, sweep_dir
