@@ -143,7 +143,9 @@ def _print_dry_run(spec: Any, results: Path, options: Any) -> None:
     jobs = expand(spec)
     states = {j.run_id: job_state(results, spec.sweep_id, j).state for j in jobs}
     todo = [j for j in jobs if states[j.run_id] != "done"]
-    costs = estimate_costs(todo, results)
+    from benchmark.cli import err_console
+
+    costs = estimate_costs(todo, results, lambda m: err_console.print(m, highlight=False))
     table = Table(title=f"sweep {spec.sweep_id} (dry run: nothing is started)")
     for col in ("job", "method", "source", "targets", "seed", "trial", "state", "estimate",
                 "how"):

@@ -546,7 +546,7 @@ def _split_sizes(job: Job, profile: Any) -> dict[str, int]:
     return sizes
 
 
-def _measure_step(job: Job, profile: Any, steps: int = 3) -> tuple[float, float]:
+def _measure_step(job: Job, profile: Any, steps: int = 2) -> tuple[float, float]:
     """Seconds per training step and per predicted image, on random tensors (after warm-up)."""
     import torch
 
@@ -574,7 +574,8 @@ def _measure_step(job: Job, profile: Any, steps: int = 3) -> tuple[float, float]
     return float(sorted(times[1:])[len(times[1:]) // 2]), per_image
 
 
-def estimate_costs(jobs: list[Job], results_dir: Path) -> dict[str, Estimate]:
+def estimate_costs(jobs: list[Job], results_dir: Path,
+                   log: Callable[[str], None] | None = None) -> dict[str, Estimate]:
     """Per-job seconds: the median of finished runs of the same method and profile settings
     when there are any, else profile steps x a step time measured here on random tensors.
 
@@ -607,6 +608,8 @@ def estimate_costs(jobs: list[Job], results_dir: Path) -> dict[str, Estimate]:
         key = json.dumps([job.method, job.hparams, profile.to_dict()], sort_keys=True,
                          default=str)
         if key not in measured:
+            if log:
+                log(f"measuring the step time of {job.method} ({profile.name} profile)")
             measured[key] = _measure_step(job, profile)
         step_s, image_s = measured[key]
         sizes = _split_sizes(job, profile)
