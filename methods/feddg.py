@@ -27,8 +27,10 @@ largest-component step; weight decay 1e-3 (the harness protocol; the code uses n
 harness's flips / rot90 (the code has no augmentation besides the frequency transform).
 Random draws in `update` (partner clients, bank entries, lam) come from torch's global
 generator, which the harness seeds per (seed, epoch). The `quick` profile uses base width 6
-(paper 16: 3.18 M parameters): every step runs three clients x two forwards and backwards, and
-width 6 keeps a CPU run within about twice `unet`'s time; the parameter count
+(paper 16: 3.18 M parameters). Every step runs three clients x (inner forward and gradient,
+outer forward, backward through both), so a step still costs about 3x `unet`'s on a shared
+2-core CPU (measured under load; width 4 was no faster, the cost is per-layer overhead, not
+convolution arithmetic); the parameter count
 reported is the global model's.
 """
 
