@@ -23,6 +23,15 @@ def bce_dice_loss(logits: torch.Tensor, masks: torch.Tensor,
     return {"loss": bce_weight * bce + dice_weight * dice, "bce": bce, "dice": dice}
 
 
+def foreground_dice_loss(logits: torch.Tensor, masks: torch.Tensor,
+                         eps: float = 1e-5) -> torch.Tensor:
+    """MLN-net Eq. 14 with N = 1 (the foreground class of a binary task): 1 - soft Dice with
+    sums over the whole batch, so images without a cluster still penalise false positives."""
+    p = torch.sigmoid(logits)
+    inter = (p * masks).sum()
+    return 1.0 - (2 * inter + eps) / (p.sum() + masks.sum() + eps)
+
+
 def two_class_dice_loss(logits: torch.Tensor, masks: torch.Tensor,
                         eps: float = 1e-5) -> torch.Tensor:
     """MLN-net Eq. 14 with N = 2 classes: 1 - mean over {background, foreground} of the soft

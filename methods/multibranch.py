@@ -27,7 +27,7 @@ from methods.augment import (
     similar_dissimilar,
 )
 from methods.base import Batch, SingleNetworkMethod
-from methods.losses import two_class_dice_loss
+from methods.losses import foreground_dice_loss, two_class_dice_loss
 from methods.networks.multinorm import (
     MultiLayerNorm,
     branch,
@@ -78,6 +78,9 @@ class MultiBranchMethod(PseudoDomainMethod):
             space.append(HParam("base_channels", {"smoke": 4, "quick": 16, "paper": 64},
                                 lambda r: int(r.choice([16, 32, 64])),
                                 "width of the first U-Net level"))
+        space.append(HParam("dice_classes", "foreground", None,
+                            "classes in Eq. 14's Dice: foreground (N = 1) | both (N = 2, "
+                            "background included; collapses to all-background from scratch)"))
         if cls.augment:
             space += [
                 HParam("bezier_pairs", 1, lambda r: int(r.choice([1, 2, 3])),
@@ -156,7 +159,7 @@ class MultiBranchMethod(PseudoDomainMethod):
                 self.optimizer.zero_grad(set_to_none=True)
             with self.autocast(), branch(kb):
                 logits = self.network(batch["image"])
-            loss = two_class_dice_loss(logits.float(), batch["mask"])
+            loss = self._dice(logits.float(), batch["mask"])
             if per_group:
                 loss.backward()
                 self.optimizer.step()
@@ -168,6 +171,12 @@ class MultiBranchMethod(PseudoDomainMethod):
             self.optimizer.step()
         logs["loss"] = sum(v for k, v in logs.items() if k.endswith("dice_loss"))
         return logs
+
+    def _dice(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Eq. 14 over the classes chosen by `dice_classes` (whole-batch sums)."""
+        if self.hparams.get("dice_classes", "foreground") == "both":
+            return two_class_dice_loss(logits, masks)
+        return foreground_dice_loss(logits, masks)
 
     def end_epoch(self, epoch: int) -> None:
         """Finalise this epoch's normalisation statistics and correctional means."""

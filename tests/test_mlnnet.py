@@ -180,3 +180,18 @@ def test_cli_run_stores_the_chosen_branch_and_perf_runs(tmp_path: Path,
                             "--batch", "2", "--repeats", "1"])
     assert perf.exit_code == 0, perf.output
     assert "speed-up" in perf.output and "yes" in perf.output and "ratio" in perf.output
+
+
+def test_dice_losses_eq14() -> None:
+    from methods.losses import foreground_dice_loss, two_class_dice_loss
+
+    masks = torch.zeros(2, 1, 4, 4)
+    masks[0, 0, :2, :2] = 1
+    perfect = torch.where(masks > 0, 20.0, -20.0)
+    assert float(foreground_dice_loss(perfect, masks)) == pytest.approx(0.0, abs=1e-6)
+    assert float(two_class_dice_loss(perfect, masks)) == pytest.approx(0.0, abs=1e-6)
+    # all background: the two-class loss sits at 0.5 (the background class is perfect), the
+    # foreground loss at 1, which is why MLN-net defaults to dice_classes=foreground
+    empty = torch.full_like(masks, -20.0)
+    assert float(two_class_dice_loss(empty, masks)) == pytest.approx(0.5, abs=1e-4)
+    assert float(foreground_dice_loss(empty, masks)) == pytest.approx(1.0, abs=1e-4)
