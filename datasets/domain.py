@@ -8,6 +8,9 @@ requested square image size. Images are float32 in [0, 1], bright = dense/calcif
 from __future__ import annotations
 
 import abc
+import contextlib
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,3 +122,21 @@ class Domain(abc.ABC):
     def kind(self) -> str:
         """'synthetic' or 'real': results of the two kinds never share a table."""
         return "synthetic" if self.synthetic else "real"
+
+
+def log_message(progress: Any, message: str) -> None:
+    """Log through the reporter when a domain's `load` got one, else as a Python warning."""
+    if progress is not None and hasattr(progress, "log"):
+        progress.log(message)
+    else:
+        warnings.warn(message, stacklevel=3)
+
+
+@contextlib.contextmanager
+def progress_task(progress: Any, description: str, total: int) -> Iterator[Any]:
+    """`progress.task(...)` when a reporter is given, else nothing."""
+    if progress is None or not hasattr(progress, "task"):
+        yield None
+        return
+    with progress.task(description, total) as task:
+        yield task

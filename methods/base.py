@@ -168,13 +168,17 @@ class SingleNetworkMethod(Method):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"adam": self.optimizer}
 
+    def network_input(self, batch: Batch) -> torch.Tensor:
+        """What the network sees in training: the image (CA-net: its slice stack)."""
+        return batch["image"]
+
     def update(self, batches: dict[str, Batch]) -> dict[str, float]:
         self.network.train()
         logs: dict[str, float] = {}
         for group, batch in batches.items():
             self.optimizer.zero_grad(set_to_none=True)
             with self.autocast():
-                logits = self.network(batch["image"])
+                logits = self.network(self.network_input(batch))
             terms = self.loss(logits.float(), batch["mask"])
             terms["loss"].backward()
             self.optimizer.step()

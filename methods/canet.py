@@ -67,7 +67,7 @@ class CanetMethod(SingleNetworkMethod):
     def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
         return bce_dice_loss(logits, masks)
 
-    def network_input(self, batch: Batch) -> tuple[torch.Tensor, list[bool]]:
+    def slice_stack(self, batch: Batch) -> tuple[torch.Tensor, list[bool]]:
         """The (B,D,H,W) slice stack for a batch and, per image, whether it is real slices."""
         images = batch["image"]
         depth = self.context_slices
@@ -78,27 +78,14 @@ class CanetMethod(SingleNetworkMethod):
             return slices.to(images.dtype), flags
         return images.expand(-1, depth, -1, -1), [False] * len(images)
 
-    def update(self, batches: dict[str, Batch]) -> dict[str, float]:
-        """One Adam step per group on the slice stack (`SingleNetworkMethod.update` feeds
-        only the image)."""
-        self.network.train()
-        logs: dict[str, float] = {}
-        for group, batch in batches.items():
-            self.optimizer.zero_grad(set_to_none=True)
-            stack, _ = self.network_input(batch)
-            with self.autocast():
-                logits = self.network(stack)
-            terms = self.loss(logits.float(), batch["mask"])
-            terms["loss"].backward()
-            self.optimizer.step()
-            prefix = "" if len(batches) == 1 else f"{group}/"
-            logs.update({prefix + k: float(v.detach()) for k, v in terms.items()})
-        return logs
+    def network_input(self, batch: Batch) -> torch.Tensor:
+        """Training feeds the network the slice stack, not the bare image."""
+        return self.slice_stack(batch)[0]
 
     @torch.no_grad()
     def predict_batch(self, batch: Batch) -> torch.Tensor:
         """Probabilities from the batch's real neighbours if present, else replicated."""
-        stack, flags = self.network_input(batch)
+        stack, flags = self.slice_stack(batch)
         self.network.eval()
         with self.autocast():
             logits = self.network(stack)

@@ -8,11 +8,9 @@ minutes on every command, while any re-download, edit or truncation changes size
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,8 @@ import numpy as np
 
 from benchmark.errors import UserError
 from datasets.domain import Domain, DomainData
+from datasets.domain import log_message as _log
+from datasets.domain import progress_task as _task
 from datasets.real.bindings import Binding
 from datasets.real.cache import cache_path, read_cache, write_cache
 from datasets.real.cases import Adapter, Case, Frame
@@ -222,23 +222,3 @@ def frame_meta(case: Case, frame: Frame, block: str, has_cluster: bool) -> dict[
         meta.pop("volume_id", None)
     meta["_image_id"] = f"{iid}-{block}"
     return meta
-
-
-def _log(progress: Any, message: str) -> None:
-    """Log through the reporter when there is one, else as a Python warning."""
-    if progress is not None and hasattr(progress, "log"):
-        progress.log(message)
-    else:
-        import warnings
-
-        warnings.warn(message, stacklevel=3)
-
-
-@contextlib.contextmanager
-def _task(progress: Any, description: str, total: int) -> Iterator[Any]:
-    """`progress.task(...)` when a reporter is given, else nothing."""
-    if progress is None or not hasattr(progress, "task"):
-        yield None
-        return
-    with progress.task(description, total) as task:
-        yield task

@@ -10,12 +10,10 @@ modules, so editing either regenerates.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,8 @@ import numpy as np
 
 from benchmark.io import atomic_write
 from datasets.domain import Domain, DomainData
+from datasets.domain import log_message as _log
+from datasets.domain import progress_task as _task
 from datasets.synthetic import acquisition, anatomy, params
 from datasets.synthetic.params import GENERATOR_VERSION, DomainParams, load_domain_toml
 
@@ -226,23 +226,3 @@ def patient_images(p: DomainParams, name: str, patient: int, image_size: int
                 iid += f"-S{meta['slice']:03d}"
             out.append((image, mask, pid, iid, meta))
     return out
-
-
-def _log(progress: Any, message: str) -> None:
-    """Log through the reporter when there is one, else as a Python warning."""
-    if progress is not None and hasattr(progress, "log"):
-        progress.log(message)
-    else:
-        import warnings
-
-        warnings.warn(message, stacklevel=3)
-
-
-@contextlib.contextmanager
-def _task(progress: Any, description: str, total: int) -> Iterator[Any]:
-    """`progress.task(...)` when a reporter is given, else nothing."""
-    if progress is None or not hasattr(progress, "task"):
-        yield None
-        return
-    with progress.task(description, total) as task:
-        yield task
