@@ -190,8 +190,10 @@ def test_dice_losses_eq14() -> None:
     perfect = torch.where(masks > 0, 20.0, -20.0)
     assert float(foreground_dice_loss(perfect, masks)) == pytest.approx(0.0, abs=1e-6)
     assert float(two_class_dice_loss(perfect, masks)) == pytest.approx(0.0, abs=1e-6)
-    # all background: the two-class loss sits at 0.5 (the background class is perfect), the
-    # foreground loss at 1, which is why MLN-net defaults to dice_classes=foreground
+    # all background: the two-class loss keeps the background class's Dice (2*28/(32+28)) and
+    # loses only the foreground half, the foreground loss is 1: why MLN-net defaults to
+    # dice_classes=foreground (the two-class form stalls at an all-background prediction)
     empty = torch.full_like(masks, -20.0)
-    assert float(two_class_dice_loss(empty, masks)) == pytest.approx(0.5, abs=1e-4)
+    bg_dice = 2 * 28 / (32 + 28)
+    assert float(two_class_dice_loss(empty, masks)) == pytest.approx(1 - bg_dice / 2, abs=1e-4)
     assert float(foreground_dice_loss(empty, masks)) == pytest.approx(1.0, abs=1e-4)
