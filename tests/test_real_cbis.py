@@ -106,6 +106,11 @@ def test_jpeg_package(tmp_path: Path, config: Path) -> None:
     assert "Calc-Training_P_00002_LEFT_CC-full" in data.image_ids  # the `Unknown` mask row
     assert all(m.any() for m in data.masks)
     assert sorted(set(data.official_split or [])) == ["test", "train"]
+    res = smoke_run("cbis-jpeg", tmp_path / "results", tmp_path / "cache")
+    assert res.exit_code == 0, res.output
+    assert "SYNTHETIC" not in res.output
+    run_dir = next((tmp_path / "results" / "runs").iterdir())
+    assert json.loads((run_dir / "run.json").read_text())["data_fingerprints"]["cbis-jpeg"]
 
 
 def test_unrecognised_folder_names_fall_back_to_headers(tmp_path: Path) -> None:
