@@ -9,6 +9,7 @@ a Bezier intensity curve exactly (torchio/MONAI offer random gamma-like curves o
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -178,9 +179,9 @@ class PseudoDomainMethod(Method):
     names and calls `make_view` to get each group's batch of the same source images.
     """
 
+    @abc.abstractmethod
     def pseudo_domains(self) -> list[PseudoDomain]:
         """The groups, in the order `update` processes them."""
-        raise NotImplementedError
 
     def _domains(self) -> dict[str, PseudoDomain]:
         cached = self.__dict__.get("_pseudo_domain_map")

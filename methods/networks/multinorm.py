@@ -10,6 +10,7 @@ statistics for test-time branch selection (`capture()`).
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import contextvars
 from collections.abc import Iterator
@@ -40,7 +41,7 @@ def _active_branch() -> int | torch.Tensor:
     return ids
 
 
-class MultiNorm(nn.Module):
+class MultiNorm(nn.Module, abc.ABC):
     """Base of the multi-branch norms: routing, statistics recording and capture.
 
     Statistics are per sample (mean and std of each channel over the spatial/token positions
@@ -126,8 +127,9 @@ class MultiNorm(nn.Module):
         self._observe(x, ids)
         return self.normalise(x, ids)
 
+    @abc.abstractmethod
     def normalise(self, x: torch.Tensor, ids: int | torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Normalise `x` with the branch (or per-sample branches) `ids`."""
 
 
 class MultiLayerNorm(MultiNorm):
