@@ -19,7 +19,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="calcbench: single-source domain generalization benchmark for "
                        "mammography microcalcification segmentation.")
 list_app = typer.Typer(no_args_is_help=True, help="List registered methods or domains.")
-data_app = typer.Typer(no_args_is_help=True, help="Inspect domains.")
+data_app = typer.Typer(no_args_is_help=True,
+                       help="Inspect domains; bind, list, verify and remove real data.")
 perf_app = typer.Typer(no_args_is_help=True, help="Performance benchmarks (ratios vs a "
                                                   "reference measured in the same run).")
 app.add_typer(list_app, name="list")
