@@ -359,19 +359,44 @@ def _evaluate_checkpoints(store: ResultsStore, run_id: str, method: Any,
     then with last.pt when it exists (the 'last' model-selection strategy), best restored."""
     folder = store.run_dir(run_id) / "checkpoints"
     status = store.read(run_id).status
+    same_weights = False  # last.pt holds best.pt's weights: the best epoch was the last one
     for checkpoint in ("best", "last"):
         if checkpoint == "last":
             if not (folder / "last.pt").is_file():
                 continue
-            method.load_state_dict(load_checkpoint(folder / "last.pt")["method"])
+            last = load_checkpoint(folder / "last.pt")
+            same_weights = (last.get("step") is None
+                            and int(last["best_epoch"]) == int(last["epoch"]))
+            if not same_weights:
+                method.load_state_dict(last["method"])
         for spec, (dom, tdata, tsplit) in evaluated.items():
             key = target_key(spec, dom, checkpoint)
             if skip_done and status.get("targets", {}).get(key, {}).get("state") == "done":
                 continue
+            if same_weights:
+                _copy_best_rows(store, run_id, spec, dom)
+                continue
             _evaluate_target(store, run_id, method, spec, dom, tdata, tsplit, profile, device,
                              reporter, checkpoint)
-    if (folder / "last.pt").is_file():
+    if (folder / "last.pt").is_file() and not same_weights:
         method.load_state_dict(load_checkpoint(folder / "best.pt")["method"])
+
+
+def _copy_best_rows(store: ResultsStore, run_id: str, spec: str, dom: Domain) -> None:
+    """Store best.pt's rows of `spec` as the last checkpoint's too: with identical weights a
+    second evaluation would only repeat the same predictions (and double evaluation time)."""
+    best_key, last_key = target_key(spec, dom), target_key(spec, dom, "last")
+    cases = store.cases(run_id)
+    cases = cases[cases["target_key"] == best_key].drop(columns="target_key")
+    candidates = store.candidates(run_id)
+    if len(candidates):
+        candidates = candidates[candidates["target_key"] == best_key].drop(
+            columns="target_key")
+    store.add_cases(run_id, last_key, cases.assign(checkpoint="last"))
+    store.add_candidates(run_id, last_key, candidates.assign(checkpoint="last"))
+    store.update_status(run_id, targets={last_key: {
+        "state": "done", "n_cases": len(cases), "seconds": 0.0, "finished": now_iso(),
+        "copied_from": "best (same weights)"}})
 
 
 def _evaluate_target(store: ResultsStore, run_id: str, method: Any, spec: str, dom: Domain,

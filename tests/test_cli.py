@@ -75,6 +75,29 @@ def test_same_seed_same_metrics(smoke_run: dict, tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(a, b)
 
 
+def test_last_checkpoint_rows_copied_when_best_is_last(tmp_path: Path) -> None:
+    """With one epoch, best.pt and last.pt hold the same weights: the 'last' rows are the
+    best rows (copied, not evaluated twice); with two epochs and a different best epoch they
+    are evaluated."""
+    import pandas as pd
+
+    res = bench("run", "--method", "unet", "--source", "ffdm", "--profile", "smoke",
+                "--set", "epochs=1", "--no-progress", results=tmp_path)
+    assert res.exit_code == 0, res.output
+    folder = next((tmp_path / "runs").iterdir())
+    status = json.loads((folder / "status.json").read_text())
+    last = [v for k, v in status["targets"].items() if k.endswith("#last")]
+    assert len(last) == 1 and last[0]["copied_from"] == "best (same weights)"
+    cases = pd.read_parquet(folder / "per_case.parquet")
+    cols = ["image_id", "DSC", "HD", "ASSD", "TP", "FP", "FN"]
+    best = cases[cases["checkpoint"] == "best"][cols].sort_values("image_id")
+    copied = cases[cases["checkpoint"] == "last"][cols].sort_values("image_id")
+    assert len(best) > 0
+    pd.testing.assert_frame_equal(best.reset_index(drop=True), copied.reset_index(drop=True))
+    cands = pd.read_parquet(folder / "froc_candidates.parquet")
+    assert (cands["checkpoint"] == "last").sum() == (cands["checkpoint"] == "best").sum()
+
+
 def test_eval_adds_a_target(smoke_run: dict) -> None:
     res = bench("eval", "--run", smoke_run["run_id"], "--target", "cbis-ddsm", "--no-progress",
                 results=smoke_run["results"])
