@@ -145,9 +145,16 @@ def branch_table(got: Collected) -> pd.DataFrame:
     cases = got.cases
     if not len(cases) or "info_branch" not in cases:
         return pd.DataFrame()
+    # runs without branches leave NaN in the concatenated column, which makes it float
     cases = cases.dropna(subset=["info_branch"])
+    if pd.api.types.is_float_dtype(cases["info_branch"]):
+        cases = cases.astype({"info_branch": int})
+    branch_cols = ["info_branch"]
+    if "info_branch_name" in cases:
+        cases = cases.assign(info_branch_name=cases["info_branch_name"].fillna(""))
+        branch_cols.append("info_branch_name")
     keys = ["data_kind", "profile", "method_display", "source", "target"]
-    counts = cases.groupby([*keys, "info_branch"]).size().rename("images").reset_index()
+    counts = cases.groupby([*keys, *branch_cols]).size().rename("images").reset_index()
     counts["share"] = counts["images"] / counts.groupby(keys)["images"].transform("sum") * 100
     return counts
 
@@ -162,6 +169,12 @@ def render_branch_markdown(branches: pd.DataFrame) -> str:
              "|---|---|---|---|---|---|---|"]
     for r in branches.to_dict("records"):
         lines.append(f"| {r['data_kind']} | {r['profile']} | {r['method_display']} | "
-                     f"{r['source']}→{r['target']} | {r['info_branch']} | {r['images']} | "
+                     f"{r['source']}→{r['target']} | {_branch_label(r)} | {r['images']} | "
                      f"{r['share']:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def _branch_label(row: dict) -> str:
+    """'1 (dissimilar)': the branch id, with its pseudo-domain name when the method gave one."""
+    name = row.get("info_branch_name") or ""
+    return f"{row['info_branch']} ({name})" if name else str(row["info_branch"])

@@ -21,7 +21,7 @@ from benchmark.leaderboard import build_tables, render_latex, render_markdown
 from benchmark.lesions import froc_candidates
 from benchmark.plots import all_plots
 from benchmark.reports import LeaderboardRequest, make_leaderboards
-from benchmark.sections import branch_table, cost_table, lesion_table
+from benchmark.sections import branch_table, cost_table, lesion_table, render_branch_markdown
 from benchmark.store import ResultsStore
 
 EVIL = "<script>alert('x')</script>"
@@ -151,6 +151,15 @@ def test_sections_costs_lesions_branches(store: ResultsStore) -> None:
     br = branch_table(got)
     assert br.groupby(["method_display", "source", "target"])["share"].sum().round(6).eq(
         100).all()
+    # numeric branch ids beside runs without branches (NaN) print as integers, with names
+    got.cases = got.cases.assign(
+        info_branch=np.where(got.cases["method_display"] == "MLN-net",
+                             (got.cases["DSC"] > 0.5).astype(float), np.nan),
+        info_branch_name=np.where(got.cases["method_display"] == "MLN-net",
+                                  np.where(got.cases["DSC"] > 0.5, "dissimilar", "similar"),
+                                  None))
+    md = render_branch_markdown(branch_table(got))
+    assert "| 1 (dissimilar) |" in md and "| 0 (similar) |" in md and "| 1.0 (" not in md and "| 0.0 (" not in md
 
 
 def test_plots_are_written(store: ResultsStore, tmp_path: Path) -> None:
