@@ -158,16 +158,24 @@ def list_methods() -> None:
 @list_app.command("domains")
 @user_errors
 def list_domains() -> None:
-    """Registered domains: name, kind, provider."""
+    """Registered domains and `bench data add` bindings: name, kind, provider."""
     from benchmark.registry import DOMAINS
+    from datasets.real.bindings import config_path, load_bindings
 
+    bindings = load_bindings()
     table = Table(title="domains")
     for col in ("name", "kind", "provider", "version", "note"):
         table.add_column(col)
     for info in sorted(DOMAINS.all().values(), key=lambda i: i.name):
+        if info.name in bindings:
+            continue  # a binding replaces the built-in name (listed below)
         note = "synthetic stand-in for the real dataset" if info.synthetic_stand_in else ""
         kind = "synthetic" if info.provider.origin == "datasets.synthetic" else "plugin"
         table.add_row(info.name, kind, info.provider.package, info.provider.version, note)
+    for name in sorted(bindings):
+        b = bindings[name]
+        table.add_row(name, "real", f"bench data add ({b.format})", "",
+                      f"{b.root} (bound in {config_path()})")
     console.print(table)
 
 

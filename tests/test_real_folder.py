@@ -31,6 +31,9 @@ def test_add_verify_run_end_to_end(tree: Path, config: Path, tmp_path: Path) -> 
     assert load_bindings()["ffdm"].format == "folder" and config.is_file()
     listed = bench("data", "list")
     assert "ffdm" in listed.output and "replaces the synthetic stand-in" in listed.output
+    domains = bench("list", "domains").output  # the binding replaces the stand-in's row
+    assert "real" in domains and "bench data add" in domains
+    assert domains.count("stand-in") == 2  # dbt and cbis-ddsm only
     res = bench("data", "verify", "ffdm")
     assert res.exit_code == 1, res.output  # planted problems: reported, exit 1, no traceback
     out = res.output
