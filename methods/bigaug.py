@@ -8,7 +8,10 @@ Dice) and optimiser, making any gain attributable to the augmentation alone.
 Deviations from the original: 2D instead of 3D; the U-Net backbone; the harness's shared
 flips / 90-degree rotations still run before BigAug (the fair protocol every method gets);
 the 2D choices written in bigaug_transforms's docstring (z-space ranges, isotropic scaling,
-elastic knots). Every random number comes from the harness generator, so runs repeat.
+elastic knots); the image-quality ranges (blur, sharpening, noise) are taken per acquisition
+pixel and carried to the training grid (`quality_scale`, 0.25 at `quick`): applied per
+0.39 mm quick pixel, noise or sharpening alone kept the U-Net at all-background. Every
+random number comes from the harness generator, so runs repeat.
 """
 
 from __future__ import annotations
@@ -35,11 +38,15 @@ class BigAugMethod(UnetMethod):
             *super().hparam_space(),
             HParam("bigaug_p", 0.5, lambda r: float(r.uniform(0.3, 0.9)),
                    "probability of each of the nine transformations (paper: 0.5)"),
+            HParam("quality_scale", {"smoke": 32 / 512, "quick": 128 / 512, "paper": 1.0}, None,
+                   "acquisition pixel / training-grid pixel: blur and sharpening sigmas and "
+                   "the noise std are taken per 0.1 mm detector pixel (bigaug_transforms)"),
         ]
 
     def augment_config(self) -> BigAugConfig:
         """The published ranges with this run's per-transform probability."""
-        return BigAugConfig(p=float(self.hparams["bigaug_p"]))
+        return BigAugConfig(p=float(self.hparams["bigaug_p"]),
+                            quality_scale=float(self.hparams["quality_scale"]))
 
     def make_view(self, group: str, batch: Batch, gen: torch.Generator) -> Batch:
         images, masks = bigaug(batch["image"], batch["mask"], gen, self.augment_config())
