@@ -68,6 +68,32 @@ def test_bigaug_order_and_published_ranges() -> None:
     assert knots.shape[1:] == (2, 3, 3) and float(knots.abs().max()) <= 7.5 / 512 * 16 + 1e-6
 
 
+def test_bigaug_quality_ranges_are_per_acquisition_pixel() -> None:
+    """Blur / sharpening sigmas and the noise std scale by acquisition pixel / grid pixel;
+    every other range stays the published one."""
+    assert resolve_hparams(BigAugMethod.hparam_space(), "quick")["quality_scale"] == 0.25
+    assert resolve_hparams(BigAugMethod.hparam_space(), "paper")["quality_scale"] == 1.0
+    s = 0.25
+    gen = torch.Generator().manual_seed(1)
+    draws = [ba.sample_params(ba.BigAugConfig(quality_scale=s), gen, 16, 16) for _ in range(400)]
+    for step, key, (lo, hi) in [("blur", "sigma", (0.25 * s, 1.5 * s)),
+                                ("sharpen", "sigma1", (0.25 * s, 1.5 * s)),
+                                ("sharpen", "sigma2", (0.25 * s, 1.5 * s)),
+                                ("sharpen", "alpha", (10, 30)), ("noise", "std", (0.1 * s, s)),
+                                ("contrast", "gamma", (0.5, 4.5)), ("scale", "factor", (0.4, 1.6))]:
+        v = np.array([d[step][key] for d in draws if d[step] is not None])
+        assert v.min() >= lo - 1e-12 and v.max() <= hi + 1e-12, (step, key)
+        assert v.max() - v.min() > 0.8 * (hi - lo), (step, key)
+    x, m = _image(), _square_mask()
+    for sigma in (0.25 * s, 1.5 * s):  # sub-pixel sigmas still give a finite, normalised blur
+        out = ba.gaussian_blur(x, sigma)
+        assert bool(torch.isfinite(out).all()) and math.isclose(float(out.mean()),
+                                                                 float(x.mean()), rel_tol=1e-3)
+    out, _ = ba.apply_params(x, m, {**NONE, "sharpen": {"sigma1": 0.3, "sigma2": 0.3,
+                                                         "alpha": 30.0}})
+    assert bool(torch.isfinite(out).all())
+
+
 def test_blur_is_a_gaussian_of_sigma() -> None:
     x = torch.zeros(1, 41, 41)
     x[0, 20, 20] = 1.0
@@ -115,9 +141,19 @@ def test_spatial_transforms_move_image_and_mask_together() -> None:
     assert torch.allclose(out, torch.rot90(x, -1, (-2, -1)), atol=1e-5)
     assert torch.equal(out_m, torch.rot90(m, -1, (-2, -1)))
     big = _square_mask(32, 8, 24)
-    _, half = ba.apply_params(big, big, {**NONE, "scale": {"factor": 0.5}})
+    _, half = ba.apply_params(big, big, {**NONE, "scale": {"factor": 2.0}})
     assert set(half.unique().tolist()) <= {0.0, 1.0}
-    assert abs(float(half.sum()) - 64) <= 8  # 16x16 square -> about 8x8
+    assert float(half.sum()) == 32 * 32  # zoom in: the 16x16 centre fills the image
+    _, small = ba.apply_params(big, big, {**NONE, "scale": {"factor": 0.8}})
+    assert set(small.unique().tolist()) <= {0.0, 1.0}
+    assert abs(float(small.sum()) - 12.8**2) <= 20  # 16x16 square -> about 12.8x12.8
+    # zoom out reflects the tile: no black frame, and a 1 px speck is spread, not dropped
+    flat = torch.full((1, 32, 32), 0.5)
+    flat[0, 15, 15] = 1.0
+    out, _ = ba.apply_params(flat, torch.zeros(1, 32, 32), {**NONE, "scale": {"factor": 0.4}})
+    assert float(out.min()) > 0.45 and float(out.max()) > 0.5
+    assert math.isclose(float(ba.zoom_out(flat, flat, 0.4)[0].mean()), float(flat.mean()),
+                        rel_tol=0.05)
     still, still_m = ba.apply_params(x, m, {**NONE, "elastic": {"knots": torch.zeros(2, 3, 3)}})
     assert torch.allclose(still, x, atol=1e-5) and torch.equal(still_m, m)
     field = ba.elastic_field(torch.full((2, 3, 3), 2.0), 32, 32)
@@ -155,6 +191,17 @@ def test_dofe_pool_is_k_by_304_and_updates_only_in_training() -> None:
     for k in range(3):
         expected = 0.9 * before[k] + 0.1 * pooled[domains == k].mean(0)
         assert torch.allclose(net.memory[k], expected, atol=1e-6)
+
+
+def test_dofe_head_starts_at_the_foreground_prior() -> None:
+    net = DofeDeepLab(3, encoder="mobilenetv2_035", aspp_channels=16, low_channels=8,
+                      head_channels=16)
+    assert math.isclose(float(net.head[-1].bias.detach()), math.log(0.025 / 0.975),
+                        rel_tol=1e-6)
+    net.eval()
+    with torch.no_grad():
+        logits = net(torch.rand(2, 1, 64, 64), inject=False)[0]
+    assert float(torch.sigmoid(logits).mean()) < 0.2  # not p = 0.5 everywhere
 
 
 def test_soft_domain_labels() -> None:
