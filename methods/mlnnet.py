@@ -84,9 +84,15 @@ class BasenetS(MultiBranchMethod):
 class UnetR(MultiBranchMethod):
     """Unet-R: the U-Net with multiple LN and augmentation, branch outputs summed.
 
-    A CNN has no LayerNorm; its BatchNorms become channel-wise LayerNorms (ConvNeXt's
-    LayerNorm2d) with one affine set per branch, so "multiple LN layers" and the statistics
-    used for selection mean the same as in the Swin-Unet."""
+    A CNN has no LayerNorm; its BatchNorms become LayerNorms with one affine set per branch,
+    so "multiple LN layers" and the statistics used for selection mean the same as in the
+    Swin-Unet. The LN normalises each image's feature map over C, H and W (Ba et al.'s LN of a
+    conv layer; GroupNorm with one group) with a gamma/beta per channel. Choice and reason:
+    ConvNeXt's per-pixel LN over C (`--set ln_over=channel`) makes the first layers' features
+    invariant to the local intensity scale, which is what tells a calcification from tissue;
+    with it the quick Unet* stayed at all-background (validation DSC <= 0.06 in 12 epochs),
+    while the per-image LN learned (a U-Net with it and MLN-net's Dice loss reached validation
+    DSC 0.47 by epoch 6)."""
 
     backbone = "unet"
     combine = "sum"

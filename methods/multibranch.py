@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from benchmark.config import HParam
+from benchmark.errors import UserError
 from methods.augment import (
     BezierCurve,
     Inversion,
@@ -78,6 +79,9 @@ class MultiBranchMethod(PseudoDomainMethod):
             space.append(HParam("base_channels", {"smoke": 4, "quick": 16, "paper": 64},
                                 lambda r: int(r.choice([16, 32, 64])),
                                 "width of the first U-Net level"))
+            space.append(HParam("ln_over", "sample", None,
+                                "the U-Net's LayerNorms: sample (over C,H,W of each image, "
+                                "Ba et al.) | channel (over C per pixel, ConvNeXt)"))
         space.append(HParam("dice_classes", "foreground", None,
                             "classes in Eq. 14's Dice: foreground (N = 1) | both (N = 2, "
                             "background included; collapses to all-background from scratch)"))
@@ -136,8 +140,12 @@ class MultiBranchMethod(PseudoDomainMethod):
         base = int(self.hparams["base_channels"])
         if not self.branched:
             return UNet(1, 1, base)
+        over = str(self.hparams["ln_over"])
+        if over not in ("sample", "channel"):
+            raise UserError(f"{type(self).__name__}: ln_over must be 'sample' or 'channel', "
+                            f"got {over!r}")
         return UNet(1, 1, base, norm=lambda c: MultiLayerNorm(c, k, channels_first=True,
-                                                             record=record))
+                                                             record=record, over=over))
 
     # --- training ---------------------------------------------------------------------------
     def update(self, batches: dict[str, Batch]) -> dict[str, float]:

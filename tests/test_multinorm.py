@@ -85,6 +85,36 @@ def test_per_sample_ids_equal_separate_forwards() -> None:
     assert torch.allclose(y[0], ref[0], atol=1e-6) and torch.allclose(y[1], 2 * ref[1], atol=1e-5)
 
 
+def test_sample_layernorm_is_groupnorm_with_one_group_per_branch() -> None:
+    """over='sample' normalises each image over C,H,W (GroupNorm(1)) with branch k's affine;
+    per-sample ids equal the per-batch forwards; a bad axis or layout is refused."""
+    torch.manual_seed(0)
+    norm = MultiLayerNorm(4, 2, channels_first=True, over="sample")
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    img = torch.randn(3, 4, 5, 6) * 3 + 1
+    for k in range(2):
+        ref = nn.functional.group_norm(img, 1, norm.weight[k], norm.bias[k], 1e-5)
+        with branch(k):
+            assert torch.allclose(norm(img), ref, atol=1e-5)
+    with branch(torch.tensor([1, 0, 1])):
+        mixed = norm(img)
+    for i, k in enumerate([1, 0, 1]):
+        with branch(k):
+            assert torch.allclose(mixed[i], norm(img[i:i + 1])[0], atol=1e-6)
+    # the spatial contrast inside one image survives (a per-pixel LN over C would not)
+    flat = torch.ones(1, 4, 2, 2)
+    flat[..., 0, 0] = 5.0
+    with branch(0):
+        out = MultiLayerNorm(4, 1, channels_first=True, over="sample")(flat)
+    assert float(out[0, 0, 0, 0] - out[0, 0, 1, 1]) > 1.0
+    with pytest.raises(ValueError, match="over"):
+        MultiLayerNorm(4, 2, channels_first=True, over="pixel")
+    with pytest.raises(ValueError, match="channels_first"):
+        MultiLayerNorm(4, 2, over="sample")
+
+
 def test_statistics_are_recorded_per_branch_and_survive_state_dict() -> None:
     net = _net(2)
     net.train()

@@ -137,14 +137,22 @@ class MultiLayerNorm(MultiNorm):
 
     One normalisation is shared by all branches (LN has no running statistics, so the branches
     differ only in gamma/beta); per-sample ids gather each sample's gamma/beta.
-    `channels_first=True` normalises (B,C,H,W) over C at every pixel (ConvNeXt's LayerNorm2d),
-    the LN used to give a CNN "multiple LN layers" (Unet-R/E/*).
+    `channels_first=True` takes (B,C,H,W), the layout of a CNN given "multiple LN layers"
+    (Unet-R/E/*), normalised either over C,H,W of each sample (`over="sample"`: Ba et al.'s
+    LayerNorm of a conv layer, i.e. GroupNorm with one group, with a gamma/beta per channel)
+    or over C at every pixel (`over="channel"`: ConvNeXt's LayerNorm2d).
     """
 
     def __init__(self, num_features: int, num_branches: int, eps: float = 1e-5,
-                 channels_first: bool = False, record: str = "epoch") -> None:
+                 channels_first: bool = False, record: str = "epoch",
+                 over: str = "channel") -> None:
         super().__init__(num_features, num_branches, record)
+        if over not in ("channel", "sample"):
+            raise ValueError(f"over must be 'channel' or 'sample', not '{over}'")
+        if over == "sample" and not channels_first:
+            raise ValueError("over='sample' needs channels_first=True (B,C,H,W) input")
         self.channel_dim = 1 if channels_first else -1
+        self.over = over
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(num_branches, num_features))
         self.bias = nn.Parameter(torch.zeros(num_branches, num_features))
@@ -164,6 +172,11 @@ class MultiLayerNorm(MultiNorm):
         return out.to(device=ln.weight.device if ln.weight is not None else None)
 
     def normalise(self, x: torch.Tensor, ids: int | torch.Tensor) -> torch.Tensor:
+        if self.over == "sample":
+            y = F.group_norm(x, 1, None, None, self.eps)
+            # an int id gives (C,) affines, per-sample ids (B, C): both broadcast as (B|1,C,1,1)
+            shape = (-1, self.num_features) + (1,) * (x.dim() - 2)
+            return y * self.weight[ids].view(shape) + self.bias[ids].view(shape)
         xl = x.movedim(1, -1) if self.channel_dim == 1 else x
         if isinstance(ids, int):
             y = F.layer_norm(xl, (self.num_features,), self.weight[ids], self.bias[ids],
