@@ -326,6 +326,8 @@ def _train_run(store: ResultsStore, run_id: str, folder: Path, info: MethodInfo,
         "source_describe": source.describe(),
         "profile": profile.name, "profile_settings": profile.to_dict(), "hparams": hparams,
         "seed": req.seed, "hparam_trial": req.trial, "device": str(device),
+        # CPU results depend on it (summation order), so it is recorded beside the seed
+        "torch_threads": torch.get_num_threads(),
         "code_version": version,
         "git_commit": git_commit(), "versions": versions(), "created": now_iso(),
         "split_hash": split_hash(split), "split_sizes": {k: len(v) for k, v in split.items()},

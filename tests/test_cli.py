@@ -42,6 +42,7 @@ def test_run_prints_table_and_stores_results(smoke_run: dict) -> None:
     info = json.loads((folder / "run.json").read_text())
     assert info["method"] == "unet" and info["profile"] == "smoke"
     assert info["versions"]["torch"] and info["data_fingerprints"]["ffdm"]
+    assert info["torch_threads"] >= 1
     status = json.loads((folder / "status.json").read_text())
     assert status["state"] == "trained"
     assert {k.split("@")[0] for k in status["targets"]} == {"ffdm", "dbt"}
