@@ -141,11 +141,11 @@ class MultiBranchMethod(PseudoDomainMethod):
         if not self.branched:
             return UNet(1, 1, base)
         over = str(self.hparams["ln_over"])
-        if over not in ("sample", "channel"):
-            raise UserError(f"{type(self).__name__}: ln_over must be 'sample' or 'channel', "
-                            f"got {over!r}")
-        return UNet(1, 1, base, norm=lambda c: MultiLayerNorm(c, k, channels_first=True,
-                                                             record=record, over=over))
+        try:  # MultiLayerNorm validates `over`; a bad --set value is a user error
+            return UNet(1, 1, base, norm=lambda c: MultiLayerNorm(c, k, channels_first=True,
+                                                                 record=record, over=over))
+        except ValueError as err:
+            raise UserError(f"{type(self).__name__} hparams: ln_over: {err}") from err
 
     # --- training ---------------------------------------------------------------------------
     def update(self, batches: dict[str, Batch]) -> dict[str, float]:
