@@ -2,18 +2,21 @@
 
 A run is identified by a hash of (method, source data, profile, resolved hparams, seed, code
 version). A finished training is reused when only new targets are asked for; a training that
-died resumes from its last checkpoint.
+died resumes from its last checkpoint. An inference-time variant (a method whose class sets
+`shares_training_with`) takes its checkpoints from that method's run, training it if needed.
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import inspect
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -38,7 +41,7 @@ from benchmark.config import (
 )
 from benchmark.errors import UserError
 from benchmark.evaluate import evaluate
-from benchmark.progress import Reporter
+from benchmark.progress import NullReporter, Reporter
 from benchmark.registry import MethodInfo, get_method
 from benchmark.store import ResultsStore, RunRecord, now_iso
 from benchmark.trainer import load_checkpoint, seed_everything, train
@@ -289,6 +292,8 @@ def run(req: RunRequest, reporter: Reporter) -> RunOutcome:
                                                             "best.pt").is_file()
     if reused:
         reporter.log(f"reusing the finished training of run {run_id}")
+    elif info.cls.shares_training_with:
+        _take_shared_training(store, plan, req, source, split, method, reporter)
     else:
         with training_lock(folder):
             _train_run(store, run_id, folder, info, req, profile, hparams, version, source,
@@ -313,12 +318,11 @@ def _existing(store: ResultsStore, run_id: str) -> RunRecord | None:
     return store.read(run_id)
 
 
-def _train_run(store: ResultsStore, run_id: str, folder: Path, info: MethodInfo,
-               req: RunRequest, profile: Profile, hparams: dict[str, Any], version: str,
-               source: Domain, data: DomainData, split: dict[str, np.ndarray],
-               method: Any, device: torch.device, reporter: Reporter) -> None:
-    """Write run.json, train with status updates, and record the outcome."""
-    run_info = {
+def _run_info(run_id: str, info: MethodInfo, req: RunRequest, profile: Profile,
+              hparams: dict[str, Any], version: str, source: Domain,
+              split: dict[str, np.ndarray], method: Any, device: torch.device) -> dict[str, Any]:
+    """The provenance block of run.json: what produced this run's numbers."""
+    return {
         "run_id": run_id, "method": info.name, "method_display": info.display_name,
         "group": info.group, "citation": info.citation, "provider": str(info.provider),
         "source": req.source, "data_kind": source.kind,
@@ -333,6 +337,15 @@ def _train_run(store: ResultsStore, run_id: str, folder: Path, info: MethodInfo,
         "split_hash": split_hash(split), "split_sizes": {k: len(v) for k, v in split.items()},
         "num_parameters": method.num_parameters(), "command": sys.argv,
     }
+
+
+def _train_run(store: ResultsStore, run_id: str, folder: Path, info: MethodInfo,
+               req: RunRequest, profile: Profile, hparams: dict[str, Any], version: str,
+               source: Domain, data: DomainData, split: dict[str, np.ndarray],
+               method: Any, device: torch.device, reporter: Reporter) -> None:
+    """Write run.json, train with status updates, and record the outcome."""
+    run_info = _run_info(run_id, info, req, profile, hparams, version, source, split, method,
+                         device)
     store.write_info(run_id, run_info)
     store.update_status(run_id, state="training", error=None)
     reporter.log(f"training {info.display_name} on '{req.source}' ({len(split['train'])} "
@@ -351,6 +364,73 @@ def _train_run(store: ResultsStore, run_id: str, folder: Path, info: MethodInfo,
                             "best_val_dsc": result.best_val_dsc, "history": result.history}
     store.write_info(run_id, run_info)
     store.update_status(run_id, state="trained", error=None)
+
+
+def shared_training_request(req: RunRequest) -> RunRequest | None:
+    """The request whose training `req.method` reuses (None when it trains itself).
+
+    `--set` values of hparams the other method lacks (inference-only ones, e.g. `selection`)
+    are dropped; profile overrides and shared hparams are kept, so both runs train alike.
+    """
+    owner = get_method(req.method).cls.shares_training_with
+    if not owner:
+        return None
+    own = {h.name for h in get_method(req.method).cls.hparam_space()}
+    theirs = {h.name for h in get_method(owner).cls.hparam_space()}
+    sets = [s for s in req.sets
+            if s.split("=", 1)[0].strip() not in own or s.split("=", 1)[0].strip() in theirs]
+    return dataclasses.replace(req, method=owner, targets=[], sets=sets)
+
+
+def _take_shared_training(store: ResultsStore, plan: RunPlan, req: RunRequest, source: Domain,
+                          split: dict[str, np.ndarray], method: Any,
+                          reporter: Reporter) -> None:
+    """Give the variant run `plan.run_id` the checkpoints of the run it shares training with.
+
+    The other run is trained first when needed (under its own training lock, so concurrent
+    sweep jobs never train it twice); its checkpoints are hard-linked (copied where links are
+    impossible) and its training record is repeated, marked `trained_by`. Model selection is
+    therefore the owner's: best.pt is the epoch with the owner's best validation DSC.
+    """
+    owner_req = shared_training_request(req)
+    assert owner_req is not None
+    owner_id = plan_run(owner_req, NullReporter()).run_id
+    owner = _existing(store, owner_id)
+    owner_dir = store.run_dir(owner_id)
+    if owner is None or not owner.trained or not (owner_dir / "checkpoints" / "best.pt").is_file():
+        reporter.log(f"{plan.info.display_name} evaluates the weights of "
+                     f"{get_method(owner_req.method).display_name}: training run {owner_id}")
+        run(owner_req, reporter)
+        owner = store.read(owner_id)
+    else:
+        reporter.log(f"{plan.info.display_name} evaluates the weights of finished run "
+                     f"{owner_id}")
+    folder = store.run_dir(plan.run_id)
+    with training_lock(folder):
+        ckpts = folder / "checkpoints"
+        ckpts.mkdir(parents=True, exist_ok=True)
+        for name in ("best.pt", "last.pt"):
+            src = owner_dir / "checkpoints" / name
+            if not src.is_file():
+                continue
+            tmp = ckpts / f".{name}.link.tmp"
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(src, tmp)
+            except OSError:  # another filesystem or no link support
+                shutil.copy2(src, tmp)
+            os.replace(tmp, ckpts / name)
+        run_info = _run_info(plan.run_id, plan.info, req, plan.profile, plan.hparams,
+                             plan.version, source, split, method, torch.device(
+                                 owner.info.get("device", "cpu")))
+        run_info["trained_by"] = owner_id
+        run_info["trained_by_method"] = get_method(owner_req.method).display_name
+        run_info["torch_threads"] = owner.info.get("torch_threads")
+        for key in ("timings", "training"):
+            if key in owner.info:
+                run_info[key] = owner.info[key]
+        store.write_info(plan.run_id, run_info)
+        store.update_status(plan.run_id, state="trained", error=None, trained_by=owner_id)
 
 
 def _evaluate_checkpoints(store: ResultsStore, run_id: str, method: Any,

@@ -29,14 +29,16 @@ def cost_table(got: Collected) -> pd.DataFrame:
                      "profile": info["profile"], "method": info.get("method_display",
                                                                     info["method"]),
                      "source": info["source"], "params": info.get("num_parameters"),
-                     "train_seconds": (info.get("timings") or {}).get("train_seconds")})
+                     "train_seconds": (info.get("timings") or {}).get("train_seconds"),
+                     "trained_by": info.get("trained_by_method") or ""})
     runs = pd.DataFrame(recs)
     if not len(runs):
         return pd.DataFrame()
     keys = ["data_kind", "profile", "method", "source"]
     out = runs.groupby(keys, dropna=False).agg(
         runs=("run_id", "nunique"), params=("params", "mean"),
-        train_seconds=("train_seconds", "mean")).reset_index()
+        train_seconds=("train_seconds", "mean"),
+        trained_by=("trained_by", lambda s: ", ".join(sorted(set(s) - {""})))).reset_index()
     cases = got.cases
     if len(cases) and "infer_seconds" in cases:
         per = cases.drop(columns=["method"], errors="ignore").rename(
@@ -56,14 +58,16 @@ def render_cost_markdown(costs: pd.DataFrame) -> str:
     lines = ["### Cost", "", "Parameters and training time from run.json (mean over seeds); "
              "inference: median ms per image; peak memory: CUDA max allocated during "
              "evaluation, or the CPU process's peak RSS (includes training when it ran in the "
-             "same process).", "",
+             "same process). A method evaluated on another's weights (Table 3's test-time "
+             "variants) shows that method's training time, marked with its name.", "",
              "| Data | Profile | Method | Source | Runs | Params (M) | Train (s) | "
              "Infer (ms/img) | Peak mem (MiB) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in costs.to_dict("records"):
         lines.append(
             f"| {r['data_kind']} | {r['profile']} | {r['method']} | {r['source']} | "
             f"{r['runs']} | {_num(r.get('params'), 1e-6, 3)} | "
-            f"{_num(r.get('train_seconds'), 1, 1)} | {_num(r.get('infer_ms'), 1, 1)} | "
+            f"{_num(r.get('train_seconds'), 1, 1)}{_shared(r.get('trained_by'))} | "
+            f"{_num(r.get('infer_ms'), 1, 1)} | "
             f"{_num(r.get('peak_mem_mb'), 1, 0)} {_kind(r.get('peak_mem_kind'))} |")
     return "\n".join(lines) + "\n"
 
@@ -72,6 +76,10 @@ def _num(v: Any, scale: float, digits: int) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     return f"{float(v) * scale:.{digits}f}"
+
+
+def _shared(v: Any) -> str:
+    return f" ({v}'s)" if isinstance(v, str) and v else ""
 
 
 def _kind(v: Any) -> str:

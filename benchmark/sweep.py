@@ -132,8 +132,10 @@ def expand(spec: SweepSpec) -> list[Job]:
     """One job per method x source x seed x trial (deduplicated by run id), shuffled.
 
     The order is a shuffle seeded by the sweep id (DomainBed does the same) so a partly done
-    sweep covers every method a little rather than a few methods fully.
+    sweep covers every method a little rather than a few methods fully; methods that share
+    another's training come after all the others.
     """
+    from benchmark.registry import get_method
     from benchmark.runner import RunRequest, plan_run, target_key
 
     quiet = NullReporter()  # run_sweep prints the stand-in notes once, not once per job
@@ -154,7 +156,9 @@ def expand(spec: SweepSpec) -> list[Job]:
                                             spec.profile, list(spec.sets), plan.hparams, keys)
     ordered = list(jobs.values())
     random.Random(seed_hash(spec.sweep_id, "order")).shuffle(ordered)
-    return ordered
+    # Inference-time variants go last: by then the training they share is usually done, so
+    # they only evaluate instead of waiting for (or doing) the owner's training.
+    return sorted(ordered, key=lambda j: bool(get_method(j.method).cls.shares_training_with))
 
 
 # --- folders, manifest, locks -----------------------------------------------------------------
@@ -580,7 +584,8 @@ def estimate_costs(jobs: list[Job], results_dir: Path,
     when there are any, else profile steps x a step time measured here on random tensors.
 
     The measured estimate counts training steps, validation and test predictions; it leaves
-    out data generation and the HD/ASD metrics, which are small at smoke/quick sizes.
+    out data generation and the HD/ASD metrics, which are small at smoke/quick sizes. A job
+    that shares the training of another job in the list costs that job's evaluation only.
     """
     import statistics
 
@@ -589,8 +594,12 @@ def estimate_costs(jobs: list[Job], results_dir: Path,
 
     records, _ = ResultsStore(results_dir).list_runs()
     out: dict[str, Estimate] = {}
+    evaluation: dict[str, float] = {}  # the evaluation part of each training job's estimate
     measured: dict[str, tuple[float, float]] = {}
+    owners = _training_owners(jobs)
     for job in jobs:
+        if job.run_id in owners:
+            continue
         space = get_method(job.method).cls.hparam_space()
         over = split_overrides(job.sets, get_profile(job.profile), [h.name for h in space])
         profile = apply_profile_overrides(get_profile(job.profile), over.profile)
@@ -601,8 +610,9 @@ def estimate_costs(jobs: list[Job], results_dir: Path,
             train_s = statistics.median(r.info["timings"]["train_seconds"] for r in past)
             evals = [t.get("seconds", 0.0) for r in past
                      for t in r.status.get("targets", {}).values() if t.get("state") == "done"]
-            per_target = statistics.median(evals) if evals else 0.0
-            out[job.run_id] = Estimate(train_s + per_target * len(job.target_keys),
+            evaluation[job.run_id] = (statistics.median(evals) if evals else 0.0) \
+                * len(job.target_keys)
+            out[job.run_id] = Estimate(train_s + evaluation[job.run_id],
                                        f"median of {len(past)} finished run(s)")
             continue
         key = json.dumps([job.method, job.hparams, profile.to_dict()], sort_keys=True,
@@ -613,11 +623,31 @@ def estimate_costs(jobs: list[Job], results_dir: Path,
             measured[key] = _measure_step(job, profile)
         step_s, image_s = measured[key]
         sizes = _split_sizes(job, profile)
+        evaluation[job.run_id] = len(job.target_keys) * sizes["test"] * image_s
         steps = profile.steps_per_epoch or max(1, sizes["train"] // profile.batch_size)
         seconds = profile.epochs * (steps * step_s + sizes["val"] * image_s) \
-            + len(job.target_keys) * sizes["test"] * image_s
+            + evaluation[job.run_id]
         out[job.run_id] = Estimate(seconds, f"{profile.epochs}x{steps} steps x "
                                             f"{step_s * 1000:.0f} ms measured")
+    for variant, owner in owners.items():
+        out[variant] = Estimate(evaluation[owner], f"evaluation only (trained by {owner})")
+    return out
+
+
+def _training_owners(jobs: list[Job]) -> dict[str, str]:
+    """Variant job -> run id of the job in `jobs` whose training it reuses."""
+    from benchmark.runner import RunRequest, plan_run, shared_training_request
+
+    ids = {j.run_id for j in jobs}
+    out: dict[str, str] = {}
+    for job in jobs:
+        req = shared_training_request(RunRequest(
+            method=job.method, source=job.source, targets=job.targets, profile=job.profile,
+            seed=job.seed, sets=job.sets, trial=job.trial))
+        if req is not None:
+            owner = plan_run(req, NullReporter()).run_id
+            if owner in ids:
+                out[job.run_id] = owner
     return out
 
 

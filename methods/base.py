@@ -38,6 +38,12 @@ class Method(abc.ABC):
     #: has volumes, the image itself replicated otherwise) and batch["slices_real"] (B,) bool.
     context_slices: ClassVar[int] = 0
 
+    #: The registered method whose training this one reuses (None: it trains itself). Set it
+    #: only on inference-time variants: the same network, training code and training hparams,
+    #: differing in how `predict` combines the trained weights (e.g. Table 3's selection rules).
+    #: The runner then trains (or finds) that method's run and evaluates its checkpoints here.
+    shares_training_with: ClassVar[str | None] = None
+
     # --- declaration ------------------------------------------------------------------------
     @classmethod
     def hparam_space(cls) -> list[HParam]:

@@ -16,6 +16,10 @@ Choices where the paper and the released "main modules" are silent (each an hpar
   a single test image's Q_t.
 - Selection per test image: the most similar branch by the summed cosine similarities;
   `selection=paper-literal` applies Eq. 20's argmin as printed (see methods/selection.py).
+- Table 3's test-time variants (R, E, +, E+) reuse MLN-net's training run rather than training
+  copies of it (`shares_training_with`): they differ only in `predict`, so five trainings of
+  one network would cost five times as much for the same weights; Unet-R/E reuse Unet*'s.
+  Every branched training records the correctional means, so the "+" variants find them.
 - Backbone sizes per profile are Swin-Unet's (methods/swinunet.py): `paper` is the 84.0M
   configuration (depths [2,2,18,2], C=96, window 8 at 512 px), close to the paper's 83.6M.
 """
@@ -38,12 +42,16 @@ class MlnNet(MultiBranchMethod):
 class MlnNetPlus(MultiBranchMethod):
     """MLN-net+: the correctional mean appended to Q_d and Q_t (section 5.1.2)."""
 
+    shares_training_with = "mlnnet"
+
     plus = True
 
 
 @register_method("mlnnet-e", display_name="MLN-net-E", group="ablation", citation=CITATION)
 class MlnNetE(MultiBranchMethod):
     """MLN-net-E: branch selection by Euclidean distance instead of cosine similarity."""
+
+    shares_training_with = "mlnnet"
 
     metric = "euclidean"
 
@@ -52,6 +60,8 @@ class MlnNetE(MultiBranchMethod):
 class MlnNetEPlus(MultiBranchMethod):
     """MLN-net-E+: Euclidean selection with the correctional mean."""
 
+    shares_training_with = "mlnnet"
+
     metric = "euclidean"
     plus = True
 
@@ -59,6 +69,8 @@ class MlnNetEPlus(MultiBranchMethod):
 @register_method("mlnnet-r", display_name="MLN-net-R", group="ablation", citation=CITATION)
 class MlnNetR(MultiBranchMethod):
     """MLN-net-R: branches without selection; their binary outputs are summed, >= 1 positive."""
+
+    shares_training_with = "mlnnet"
 
     combine = "sum"
 
@@ -96,11 +108,14 @@ class UnetR(MultiBranchMethod):
 
     backbone = "unet"
     combine = "sum"
+    shares_training_with = "unet-star"
 
 
 @register_method("unet-e", display_name="Unet-E", group="ablation", citation=CITATION)
 class UnetE(MultiBranchMethod):
     """Unet-E: the multi-LN U-Net with Euclidean branch selection."""
+
+    shares_training_with = "unet-star"
 
     backbone = "unet"
     metric = "euclidean"

@@ -159,7 +159,7 @@ class MultiBranchMethod(PseudoDomainMethod):
         for k, name in enumerate(names):
             batch = batches[name]
             kb = k if self.branched else 0
-            if self.plus:
+            if self.branched:  # recorded by every variant, so the "+" ones can share training
                 m = correctional_mean(batch["image"]).cpu()
                 self.pixel_sum[kb] += m.sum()
                 self.pixel_count[kb] += len(m)
