@@ -138,14 +138,21 @@ def sweep(
 
 
 def _print_dry_run(spec: Any, results: Path, options: Any) -> None:
-    from benchmark.sweep import estimate_costs, expand, format_seconds, job_state
+    import os
+
+    from benchmark.launchers.local import visible_gpus
+    from benchmark.sweep import estimate_costs, expand, format_seconds, job_state, makespan
 
     jobs = expand(spec)
     states = {j.run_id: job_state(results, spec.sweep_id, j).state for j in jobs}
     todo = [j for j in jobs if states[j.run_id] != "done"]
     from benchmark.cli import err_console
 
-    costs = estimate_costs(todo, results, lambda m: err_console.print(m, highlight=False))
+    workers = options.workers or 1
+    # measure with the CPU threads each local worker will get (as the local launcher splits)
+    threads = None if visible_gpus() else max(1, (os.cpu_count() or 1) // workers)
+    costs = estimate_costs(todo, results, lambda m: err_console.print(m, highlight=False),
+                           threads=threads)
     table = Table(title=f"sweep {spec.sweep_id} (dry run: nothing is started)")
     for col in ("job", "method", "source", "targets", "seed", "trial", "state", "estimate",
                 "how"):
@@ -158,13 +165,14 @@ def _print_dry_run(spec: Any, results: Path, options: Any) -> None:
                       format_seconds(est.seconds) if est else "-", est.how if est else "")
     console.print(table)
     total = sum(c.seconds for c in costs.values())
-    workers = options.workers or 1
+    wall = makespan(todo, costs, workers)
+    per = f", {threads} CPU thread(s) each" if threads else ""
     console.print(f"{len(jobs)} jobs, {len(jobs) - len(todo)} done, {len(todo)} to run; "
-                  f"estimated {format_seconds(total)} of compute in one process "
-                  f"(~{format_seconds(total / max(1, workers))} with {workers} local "
-                  f"worker(s)). Estimates: the median of finished runs of the same method and "
-                  "profile settings, else the profile's steps x a step time measured here on "
-                  "random tensors (+ validation and test predictions).", highlight=False)
+                  f"estimated {format_seconds(total)} of worker time, ~{format_seconds(wall)} "
+                  f"wall with {workers} local worker(s){per} taking the jobs in this order. "
+                  "Estimates: the median of finished runs of the same method and profile "
+                  "settings, else the profile's steps x a step time measured here on random "
+                  "tensors (+ validation and test predictions).", highlight=False)
 
 
 @sweep_app.command("status")

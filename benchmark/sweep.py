@@ -550,8 +550,22 @@ def _split_sizes(job: Job, profile: Any) -> dict[str, int]:
     return sizes
 
 
-def _measure_step(job: Job, profile: Any, steps: int = 2) -> tuple[float, float]:
-    """Seconds per training step and per predicted image, on random tensors (after warm-up)."""
+def _measure_step(job: Job, profile: Any, steps: int = 2,
+                  threads: int | None = None) -> tuple[float, float]:
+    """Seconds per training step and per predicted image, on random tensors (after warm-up),
+    with `threads` torch CPU threads (None: as configured)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _time_step(job, profile, steps)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _time_step(job: Job, profile: Any, steps: int) -> tuple[float, float]:
     import torch
 
     from benchmark.registry import get_method
@@ -579,13 +593,16 @@ def _measure_step(job: Job, profile: Any, steps: int = 2) -> tuple[float, float]
 
 
 def estimate_costs(jobs: list[Job], results_dir: Path,
-                   log: Callable[[str], None] | None = None) -> dict[str, Estimate]:
+                   log: Callable[[str], None] | None = None,
+                   threads: int | None = None) -> dict[str, Estimate]:
     """Per-job seconds: the median of finished runs of the same method and profile settings
     when there are any, else profile steps x a step time measured here on random tensors.
 
     The measured estimate counts training steps, validation and test predictions; it leaves
     out data generation and the HD/ASD metrics, which are small at smoke/quick sizes. A job
     that shares the training of another job in the list costs that job's evaluation only.
+    `threads`: torch's CPU threads while measuring, i.e. what each local worker gets (a step
+    measured with every core is up to twice as fast as one on a worker's share of them).
     """
     import statistics
 
@@ -620,7 +637,7 @@ def estimate_costs(jobs: list[Job], results_dir: Path,
         if key not in measured:
             if log:
                 log(f"measuring the step time of {job.method} ({profile.name} profile)")
-            measured[key] = _measure_step(job, profile)
+            measured[key] = _measure_step(job, profile, threads=threads)
         step_s, image_s = measured[key]
         sizes = _split_sizes(job, profile)
         evaluation[job.run_id] = len(job.target_keys) * sizes["test"] * image_s
@@ -649,6 +666,17 @@ def _training_owners(jobs: list[Job]) -> dict[str, str]:
             if owner in ids:
                 out[job.run_id] = owner
     return out
+
+
+def makespan(jobs: list[Job], costs: dict[str, Estimate], workers: int) -> float:
+    """Wall seconds of `jobs` run in order on `workers` workers, each job taken by the first
+    free worker (the local launcher's pool): the longest worker's total, not the mean."""
+    free = [0.0] * max(1, workers)
+    for job in jobs:
+        est = costs.get(job.run_id)
+        i = free.index(min(free))
+        free[i] += est.seconds if est else 0.0
+    return max(free)
 
 
 def format_seconds(seconds: float) -> str:

@@ -202,3 +202,14 @@ def _app() -> Any:
     from benchmark.cli import app
 
     return app
+
+
+def test_makespan_is_the_busiest_workers_total() -> None:
+    from benchmark.sweep import Estimate, Job, makespan
+
+    jobs = [Job(f"j{i}", "unet", "toy", [], 0, 0, "smoke", [], {}) for i in range(4)]
+    costs = {"j0": Estimate(10, ""), "j1": Estimate(1, ""), "j2": Estimate(1, ""),
+             "j3": Estimate(5, "")}
+    assert makespan(jobs, costs, 1) == 17
+    assert makespan(jobs, costs, 2) == 10  # j1, j2 and j3 go to the second worker
+    assert makespan(jobs, costs, 8) == 10
