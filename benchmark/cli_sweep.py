@@ -138,9 +138,7 @@ def sweep(
 
 
 def _print_dry_run(spec: Any, results: Path, options: Any) -> None:
-    import os
-
-    from benchmark.launchers.local import visible_gpus
+    from benchmark.launchers.local import cpu_threads_per_worker, visible_gpus
     from benchmark.sweep import estimate_costs, expand, format_seconds, job_state, makespan
 
     jobs = expand(spec)
@@ -149,8 +147,8 @@ def _print_dry_run(spec: Any, results: Path, options: Any) -> None:
     from benchmark.cli import err_console
 
     workers = options.workers or 1
-    # measure with the CPU threads each local worker will get (as the local launcher splits)
-    threads = None if visible_gpus() else max(1, (os.cpu_count() or 1) // workers)
+    # measure with the CPU threads each local worker will get
+    threads = None if visible_gpus() else cpu_threads_per_worker(workers)
     costs = estimate_costs(todo, results, lambda m: err_console.print(m, highlight=False),
                            threads=threads)
     table = Table(title=f"sweep {spec.sweep_id} (dry run: nothing is started)")

@@ -369,16 +369,16 @@ def _train_run(store: ResultsStore, run_id: str, folder: Path, info: MethodInfo,
 def shared_training_request(req: RunRequest) -> RunRequest | None:
     """The request whose training `req.method` reuses (None when it trains itself).
 
-    `--set` values of hparams the other method lacks (inference-only ones, e.g. `selection`)
-    are dropped; profile overrides and shared hparams are kept, so both runs train alike.
+    `--set` values of hparams only the variant declares (inference-only ones a plugin variant
+    may add) are dropped, since the owner would reject them; profile overrides and shared
+    hparams are kept, so both runs train alike.
     """
     owner = get_method(req.method).cls.shares_training_with
     if not owner:
         return None
-    own = {h.name for h in get_method(req.method).cls.hparam_space()}
-    theirs = {h.name for h in get_method(owner).cls.hparam_space()}
-    sets = [s for s in req.sets
-            if s.split("=", 1)[0].strip() not in own or s.split("=", 1)[0].strip() in theirs]
+    only_mine = ({h.name for h in get_method(req.method).cls.hparam_space()}
+                 - {h.name for h in get_method(owner).cls.hparam_space()})
+    sets = [s for s in req.sets if s.partition("=")[0].strip() not in only_mine]
     return dataclasses.replace(req, method=owner, targets=[], sets=sets)
 
 

@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pytest
-import torch
 
 from benchmark.collect import collect
 from benchmark.progress import NullReporter
@@ -41,8 +39,8 @@ class Log(NullReporter):
 
 
 def test_owners_are_registered_and_train_alike() -> None:
-    """Every owner is registered, trains itself, and has every training hparam its variants
-    have: a variant adds inference-only ones (e.g. none, or `selection`) at most."""
+    """Every owner is registered, trains itself, and declares every hparam its variants
+    declare, so a variant's training hparams are the owner's."""
     variants = [m for m in METHODS.all().values() if m.cls.shares_training_with]
     assert {m.name for m in variants} == {"mlnnet-plus", "mlnnet-e", "mlnnet-e-plus",
                                           "mlnnet-r", "unet-r", "unet-e"}
@@ -51,7 +49,7 @@ def test_owners_are_registered_and_train_alike() -> None:
         assert owner.cls.shares_training_with is None
         theirs = {h.name for h in owner.cls.hparam_space()}
         extra = {h.name for h in info.cls.hparam_space()} - theirs
-        assert extra <= {"selection"}, (info.name, extra)
+        assert not extra, (info.name, extra)
         for attr in ("backbone", "augment", "branched"):
             assert getattr(info.cls, attr) == getattr(owner.cls, attr), (info.name, attr)
 
@@ -109,10 +107,31 @@ def test_owner_request_keeps_profile_sets_and_drops_inference_only_hparams() -> 
     assert shared_training_request(RunRequest(method="mlnnet", source="ffdm")) is None
 
 
-@pytest.mark.parametrize("owner,variant", [("unet-star", "unet-r")])
+def test_owner_request_drops_a_plugin_variants_own_hparams() -> None:
+    """A plugin variant may add an inference-only hparam; the owner would reject it."""
+    from benchmark.config import HParam
+    from benchmark.registry import register_method
+    from methods.mlnnet import MlnNetE
+
+    class Thresholded(MlnNetE):
+        @classmethod
+        def hparam_space(cls) -> list[HParam]:
+            return [*super().hparam_space(), HParam("cut", 0.5, None, "test-time threshold")]
+
+    register_method("mlnnet-cut", display_name="MLN-net-cut", group="plugin")(Thresholded)
+    try:
+        owner = shared_training_request(RunRequest(
+            method="mlnnet-cut", source="ffdm", sets=["cut=0.3", "epochs=1",
+                                                      "selection=paper-literal"]))
+        assert owner is not None and owner.method == "mlnnet"
+        assert owner.sets == ["epochs=1", "selection=paper-literal"]
+    finally:
+        METHODS._entries.pop("mlnnet-cut", None)
+
+
 def test_sweep_orders_variants_last_and_costs_them_as_evaluation(
-        owner: str, variant: str, toy_domains: dict[str, object], results_dir: Path) -> None:
-    torch.manual_seed(0)
+        toy_domains: dict[str, object], results_dir: Path) -> None:
+    owner, variant = "unet-star", "unet-r"
     spec = SweepSpec((variant, owner, "unet"), ("toy",), ("toy-inv",), (0,), 1, "smoke")
     jobs = expand(spec)
     assert [j.method for j in jobs][-1] == variant

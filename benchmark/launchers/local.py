@@ -28,6 +28,11 @@ def visible_gpus() -> list[str]:
         else []
 
 
+def cpu_threads_per_worker(workers: int) -> int:
+    """The torch CPU threads each of `workers` local workers gets: the cores split evenly."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
 def _init_worker(gpu_ids: Any, threads: int) -> None:
     """Pin this worker to one GPU (from the shared queue) or to `threads` CPU threads."""
     if gpu_ids is not None:
@@ -70,7 +75,7 @@ class LocalLauncher(Launcher):
             queue = ctx.Queue()
             for g in gpus[:workers]:
                 queue.put(g)
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = cpu_threads_per_worker(workers)
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(queue, threads)) as pool:
             futures: dict[Future[Outcome], Any] = {pool.submit(_call, c): c for c in calls}
