@@ -1,6 +1,10 @@
-"""Load ImageNet Swin weights from a local file into a `SwinUnet` (Swin-Unet's `load_from`).
+"""Load ImageNet Swin weights into a `SwinUnet` (Swin-Unet's `load_from`): from timm or a file.
 
-Nothing is downloaded: the user passes a path. Accepted: the official Microsoft checkpoint
+`load_swin_imagenet` asks timm for the ImageNet Swin whose width, depths and heads match the
+model (`swin_tiny/small/base/large_patch4_window7_224.ms_in1k`, see `SWIN_IMAGENET`) through
+`methods.networks.timm_weights` (Hugging Face cache, offline-safe), and copies its state dict
+(timm layout) in. `load_swin_pretrained` reads a local file. Accepted files: the official
+Microsoft checkpoint
 (`{"model": state_dict}`, patch merging stored at the *end* of a stage) or a timm state dict
 (merging at the start of a stage, as in `SwinUnet`). Like the original `load_from`, encoder
 weights are copied and the encoder's Swin blocks of stage i are mirrored into decoder stage
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from timm.layers import resize_rel_pos_bias_table
@@ -94,8 +99,60 @@ def load_swin_pretrained(model: nn.Module, path: str | Path) -> dict[str, list[s
     `load_state_dict(strict=False)`; UserError if the file is missing, unreadable or matches
     nothing.
     """
+    return load_swin_state(model, read_swin_checkpoint(path), f"pretrained weights '{path}'")
+
+
+#: (embed_dim, depths, num_heads) -> the timm ImageNet-1k Swin of that shape (window 7, 224 px).
+SWIN_IMAGENET: dict[tuple[int, tuple[int, ...], tuple[int, ...]], str] = {
+    (96, (2, 2, 6, 2), (3, 6, 12, 24)): "swin_tiny_patch4_window7_224.ms_in1k",
+    (96, (2, 2, 18, 2), (3, 6, 12, 24)): "swin_small_patch4_window7_224.ms_in1k",
+    (128, (2, 2, 18, 2), (4, 8, 16, 32)): "swin_base_patch4_window7_224.ms_in1k",
+    (192, (2, 2, 18, 2), (6, 12, 24, 48)): "swin_large_patch4_window7_224.ms_in22k_ft_in1k",
+}
+
+
+def swin_shape(model: nn.Module) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """(embed_dim, depths, num_heads) of a `SwinUnet`'s encoder, read from its modules."""
+    stages = list(model.layers)  # type: ignore[arg-type]
+    embed_dim = int(model.patch_embed.proj.out_channels)  # type: ignore[union-attr]
+    depths = tuple(len(s.blocks) for s in stages)
+    heads = tuple(int(s.blocks[0].attn.num_heads) for s in stages)
+    return embed_dim, depths, heads
+
+
+def swin_imagenet_arch(model: nn.Module) -> str:
+    """The timm model whose ImageNet weights fit `model`, or a UserError listing the shapes."""
+    shape = swin_shape(model)
+    if shape not in SWIN_IMAGENET:
+        known = "; ".join(f"embed_dim={c} depths={list(d)} num_heads={list(h)} ({a})"
+                          for (c, d, h), a in SWIN_IMAGENET.items())
+        raise UserError(f"pretrained=imagenet: no ImageNet Swin has embed_dim={shape[0]} "
+                        f"depths={list(shape[1])} num_heads={list(shape[2])}; timm has: {known}")
+    return SWIN_IMAGENET[shape]
+
+
+def load_swin_imagenet(model: nn.Module, file: str | Path | None = None) -> dict[str, Any]:
+    """Initialise `model` from timm's ImageNet Swin of the same shape (see module docstring).
+
+    `file`: timm reads the weights from this local file (`pretrained_cfg_overlay`) instead of
+    the Hugging Face cache. Returns the load report plus {"arch": timm name}.
+    """
+    from methods.networks.timm_weights import create_pretrained
+
+    arch = swin_imagenet_arch(model)
+    timm_model = create_pretrained(arch, file=None if file is None else str(file))
+    state = {k: v for k, v in timm_model.state_dict().items() if not k.startswith("head.")}
+    report: dict[str, Any] = load_swin_state(model, state, f"timm '{arch}'")
+    report["arch"] = arch
+    return report
+
+
+def load_swin_state(model: nn.Module, state: dict[str, torch.Tensor],
+                    label: str) -> dict[str, list[str]]:
+    """Copy a Swin encoder state dict (official or timm layout) into `model`, mirrored into the
+    decoder; `label` names the source in the error raised when nothing fits."""
     num_layers = len(model.layers)  # type: ignore[arg-type]
-    state = mirror_into_decoder(to_timm_layout(read_swin_checkpoint(path)), num_layers)
+    state = mirror_into_decoder(to_timm_layout(state), num_layers)
     own = model.state_dict()
     loaded: dict[str, torch.Tensor] = {}
     skipped = []
@@ -107,7 +164,7 @@ def load_swin_pretrained(model: nn.Module, path: str | Path) -> dict[str, list[s
                 continue
         skipped.append(k)
     if not loaded:
-        raise UserError(f"pretrained weights '{path}': no tensor matches a Swin-Unet encoder "
+        raise UserError(f"{label}: no tensor matches a Swin-Unet encoder "
                         "key (expected an ImageNet Swin checkpoint)")
     model.load_state_dict(loaded, strict=False)
     return {"loaded": sorted(loaded), "skipped": sorted(skipped)}
