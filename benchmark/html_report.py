@@ -113,7 +113,8 @@ def render_table(table: Table) -> str:
                 comp = table.markers.get((display, s, t, m))
                 if comp is not None:
                     tip += f"; Holm p vs {table.baseline} = {_fmt(comp.p_holm, 4)}"
-                cls = "best" if best.get((s, t, m)) == mean else ""
+                cls = "best" if cell.ranked and best.get((s, t, m)) == mean else \
+                    "" if cell.ranked else "empty"  # "not learned": greyed like an empty cell
                 link = f"#{_anchor(cell.run_ids[0])}" if cell.run_ids else "#provenance"
                 tds.append(f"<td class='{cls}' data-v='{_fmt(mean, 6)}' title='{E(tip)}'>"
                            f"<a href='{E(link)}'>{text}</a></td>")
@@ -148,7 +149,7 @@ def render_frame(frame: pd.DataFrame, title: str, note: str = "") -> str:
 
 
 def _provenance(got: Collected) -> pd.DataFrame:
-    recs = provenance(got.runs, sorted(got.runs))
+    recs = provenance(got.runs, sorted(got.runs), got.choices)
     frame = pd.DataFrame(recs)
     if len(got.cases) and "target_fingerprint" in got.cases and len(frame):
         fps = got.cases.groupby("run_id").apply(

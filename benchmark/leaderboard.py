@@ -5,10 +5,14 @@ CBIS-DDSM <-> FFDM-DBT), `ablation` (Table 3: DSC and HD for FFDM<->DBT, the abl
 in the paper's order) and `matrix` (the full source x target matrix, in-domain diagonal
 included, of one metric per method). Rows are methods grouped P1 / P2 / P3 / ours in the paper's
 order; cells are mean ± std (over images as in the paper, or over seeds when a cell has >= 2
-seeds) with a 95% patient-bootstrap CI kept for the CSV / HTML; the best mean per column is
-bold; with a baseline, ↑ / ↓ mark Holm-corrected significant paired differences; an average-rank
-column ranks the methods. Synthetic and real results, and different profiles, never share a
-table. The paper's published numbers can be shown in separate "(paper)" rows.
+seeds, then with the 95% patient-bootstrap CI in the cell; the CI is always in the CSV / HTML);
+the best mean per column is bold; with a baseline, ↑ / ↓ mark Holm-corrected significant paired
+differences; an average-rank column ranks the methods with non-significant differences as ties
+(benchmark/stats.py `significance_ranks`). A cell whose runs never beat the all-background
+validation score reads "not learned (...)" and is neither bold nor ranked. A non-default
+configuration (`--set` overrides) is its own row, `Method [key=value]`. Synthetic and real
+results, and different profiles, never share a table. The paper's published numbers can be
+shown in separate "(paper)" rows.
 
 Table 2 mapping (our data has no combined FFDM-DBT domain): the paper's "cbis-ddsm ->
 ffdm-dbt" is our `cbis-ddsm -> ffdm+dbt`, the ffdm and dbt test images of the same CBIS-DDSM
@@ -30,7 +34,13 @@ import pandas as pd
 from benchmark.aggregate import REPORTED, format_cell
 from benchmark.collect import SELECTION_LABEL, Collected, collect
 from benchmark.errors import UserError
-from benchmark.stats import Comparison, average_ranks, cell_statistics, compare_to_baseline
+from benchmark.stats import (
+    Comparison,
+    cell_statistics,
+    compare_to_baseline,
+    per_image,
+    significance_ranks,
+)
 from benchmark.store import ResultsStore
 
 GROUP_ORDER = ("P1", "P2", "P3", "ours", "ablation", "plugin")
@@ -61,6 +71,12 @@ class Cell:
     summary: dict[str, float | int] | None = None
     reason: str = "not run"
     run_ids: list[str] = field(default_factory=list)
+    not_learned: int = 0  # how many of `run_ids` never beat the all-background score
+
+    @property
+    def ranked(self) -> bool:
+        """Has numbers and at least one run that learned: eligible for bold and ranks."""
+        return self.summary is not None and self.not_learned < len(self.run_ids)
 
 
 @dataclass
@@ -117,7 +133,8 @@ def _order_key(group: str, display: str, layout: str = "1") -> tuple[int, int, s
         a = ABLATION_ORDER.index(display) if display in ABLATION_ORDER else len(ABLATION_ORDER)
         return a, 0, display
     g = GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER)
-    p = PAPER_ORDER.index(display) if display in PAPER_ORDER else len(PAPER_ORDER)
+    base = display.split(" [")[0]  # a configuration row sits after its default row
+    p = PAPER_ORDER.index(base) if base in PAPER_ORDER else len(PAPER_ORDER)
     return g, p, display
 
 
@@ -189,9 +206,10 @@ def build_tables(store: ResultsStore, registered: dict[str, tuple[str, str]] | N
             for src, tgt in pairings:
                 rows_ = by_cell.get((display, src, tgt))
                 if rows_ is not None and len(rows_):
+                    ids = sorted(rows_["run_id"].unique())
                     table.cells[(display, src, tgt)] = Cell(
-                        cell_statistics(rows_, aggregate, n_boot, seed),
-                        run_ids=sorted(rows_["run_id"].unique()))
+                        cell_statistics(rows_, aggregate, n_boot, seed), run_ids=ids,
+                        not_learned=sum(got.not_learned(r) for r in ids))
                 else:
                     reason = got.failed.get((kind, profile, display, src)) or got.failed.get(
                         (kind, profile, display, f"{src}->{tgt}")) or "not run"
@@ -202,7 +220,7 @@ def build_tables(store: ResultsStore, registered: dict[str, tuple[str, str]] | N
                     table.paper[(display, src, tgt)] = paper[(display, *ppair)]
         if baseline:
             _add_markers(table, by_cell, _baseline_display(baseline, groups, sub))
-        _add_ranks(table)
+        _add_ranks(table, by_cell)
         tables.append(table)
     return tables
 
@@ -257,14 +275,23 @@ def _add_markers(table: Table, by_cell: dict[tuple[str, str, str], pd.DataFrame]
                 table.markers[(display, src, tgt, m)] = comp
 
 
-def _add_ranks(table: Table) -> None:
-    means = pd.DataFrame({
-        f"{s}→{t} {m}": {d: c.summary[f"{m}_mean"] for (d, s2, t2), c in table.cells.items()
-                        if c.summary is not None and (s2, t2) == (s, t)}
-        for s, t in table.pairings for m in table.metrics})
-    if len(means):
-        table.ranks = {d: float(r) for d, r in average_ranks(means).items()
-                       if not math.isnan(r)}
+def _add_ranks(table: Table, by_cell: dict[tuple[str, str, str], pd.DataFrame]) -> None:
+    """Average over columns of the significance rank (1 + methods significantly better);
+    only columns where >= 2 ranked (learned) cells compete count."""
+    per_method: dict[str, list[int]] = {}
+    for s, t in table.pairings:
+        names = [d for _g, d in table.rows if (d, s, t) in by_cell
+                 and table.cells[(d, s, t)].ranked]
+        if len(names) < 2:
+            continue
+        for m in table.metrics:
+            images = {d: per_image(by_cell[(d, s, t)], m) for d in names}
+            images = {d: f for d, f in images.items() if f["value"].notna().any()}
+            if len(images) < 2:
+                continue
+            for d, r in significance_ranks(images, m, table.aggregate).items():
+                per_method.setdefault(d, []).append(r)
+    table.ranks = {d: float(sum(r) / len(r)) for d, r in per_method.items()}
 
 
 def _best(table: Table) -> dict[tuple[str, str, str], float]:
@@ -272,7 +299,7 @@ def _best(table: Table) -> dict[tuple[str, str, str], float]:
     best: dict[tuple[str, str, str], float] = {}
     count: dict[tuple[str, str, str], int] = {}
     for (_display, src, tgt), cell in table.cells.items():
-        if cell.summary is None:
+        if cell.summary is None or not cell.ranked:
             continue
         for m in table.metrics:
             v = cell.summary[f"{m}_mean"]
@@ -286,7 +313,9 @@ def _best(table: Table) -> dict[tuple[str, str, str], float]:
 
 
 def cell_text(table: Table, display: str, src: str, tgt: str, metric: str) -> str:
-    """A cell's text: 'mean ± std' (with ' (k seeds)' and a ↑/↓ marker), or why it is empty."""
+    """A cell's text: 'mean ± std' (with the CI and ' (k seeds)' when >= 2 seeds, and a ↑/↓
+    marker), 'not learned (...)' around it when no run beat all-background, or why it is
+    empty."""
     cell = table.cells[(display, src, tgt)]
     if cell.summary is None:
         return cell.reason
@@ -296,11 +325,18 @@ def cell_text(table: Table, display: str, src: str, tgt: str, metric: str) -> st
         text = text.split(" ±")[0]  # a pooled ratio has no spread over units
     comp = table.markers.get((display, src, tgt, metric))
     mark = comp.marker(metric) if comp else ""
-    if table.show_ci and not math.isnan(float(cell.summary.get(f"{metric}_ci_lo", math.nan))):
+    seeds = int(cell.summary.get("n_seeds", 1))
+    if (table.show_ci or seeds > 1) and \
+            not math.isnan(float(cell.summary.get(f"{metric}_ci_lo", math.nan))):
         text += f" [{cell.summary[f'{metric}_ci_lo']:.2f}, {cell.summary[f'{metric}_ci_hi']:.2f}]"
-    if cell.summary.get("n_seeds", 1) > 1:
-        text += f" ({cell.summary['n_seeds']} seeds)"
-    return f"{text} {mark}" if mark else text
+    if seeds > 1:
+        text += f" ({seeds} seeds)"
+    text = f"{text} {mark}" if mark else text
+    if not cell.ranked:
+        return f"not learned ({text})"
+    if cell.not_learned:
+        text += f" ({cell.not_learned} of {len(cell.run_ids)} runs not learned)"
+    return text
 
 
 def legend(table: Table) -> str:
@@ -310,10 +346,17 @@ def legend(table: Table) -> str:
     text = (f"Cells: mean ± std over {unit[table.aggregate]} (over seeds where a cell says "
             "'(k seeds)'); TPR/Pr/DSC in %, HD/ASD in mm; ASD is the symmetric ASSD. "
             f"Model selection: {SELECTION_LABEL[table.selection]}. Bold: best mean per column. "
-            "Avg. rank: mean over the columns of the method's rank (1 = best; ties share the "
-            "average rank).")
-    if table.show_ci:
-        text += " [a, b]: 95% percentile-bootstrap CI of the mean, resampling patients."
+            "Avg. rank: mean over the columns of the method's significance rank, 1 + the "
+            "number of methods significantly better on the same images (paired Wilcoxon "
+            "signed-rank, Holm-corrected across all pairs of the column, α = 0.05), so "
+            "differences that are not significant are ties. \"not learned (...)\": no run of "
+            "the cell beat the all-background score on source validation; shown for the "
+            "record, never bold, not ranked (docs/guide/not-learned.md). "
+            "Method [k=v]: runs with those `--set` overrides, kept apart from the default.")
+    if table.show_ci or any(c.summary and c.summary.get("n_seeds", 1) > 1
+                            for c in table.cells.values()):
+        text += (" [a, b]: 95% percentile-bootstrap CI of the mean, resampling patients "
+                 "(each image's value averaged over the seeds first).")
     if table.baseline:
         text += (f" ↑ / ↓: significantly better / worse than {table.baseline} on the same "
                  "images (Wilcoxon signed-rank, Holm-corrected across methods per column, "
@@ -347,7 +390,7 @@ def render_markdown(table: Table) -> str:
             cell = table.cells[(display, s, t)]
             for m in table.metrics:
                 text = cell_text(table, display, s, t, m)
-                if cell.summary is not None and best.get((s, t, m)) == cell.summary[f"{m}_mean"]:
+                if cell.ranked and best.get((s, t, m)) == cell.summary[f"{m}_mean"]:
                     text = f"**{text}**"
                 cells.append(text)
         rank = f"{table.ranks[display]:.2f}" if display in table.ranks else ""
@@ -419,7 +462,7 @@ def render_latex(table: Table) -> str:
             cell = table.cells[(display, s, t)]
             for m in table.metrics:
                 text = _tex_escape(cell_text(table, display, s, t, m))
-                if cell.summary is not None and best.get((s, t, m)) == cell.summary[f"{m}_mean"]:
+                if cell.ranked and best.get((s, t, m)) == cell.summary[f"{m}_mean"]:
                     text = rf"\textbf{{{text}}}"
                 vals.append(text)
         rank = f"{table.ranks[display]:.2f}" if display in table.ranks else ""
@@ -443,7 +486,9 @@ def table_records(table: Table) -> list[dict[str, Any]]:
                 "data_kind": table.kind, "profile": table.profile, "layout": table.layout,
                 "selection": table.selection, "aggregate": table.aggregate, "group": group,
                 "method": display, "source": s, "target": t, "numbers_from": "ours",
-                "status": "ok" if cell.summary else cell.reason,
+                "status": cell.reason if not cell.summary else "ok" if cell.ranked
+                else "not learned",
+                "runs_not_learned": cell.not_learned,
                 "n_images": cell.summary["n"] if cell.summary else 0,
                 "n_seeds": cell.summary["n_seeds"] if cell.summary else 0,
                 "avg_rank": table.ranks.get(display), "run_ids": " ".join(cell.run_ids)}

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 
 from benchmark.aggregate import summarize
+from benchmark.collect import target_label
 from benchmark.config import (
     Profile,
     apply_profile_overrides,
@@ -325,7 +326,8 @@ def _run_info(run_id: str, info: MethodInfo, req: RunRequest, profile: Profile,
     return {
         "run_id": run_id, "method": info.name, "method_display": info.display_name,
         "group": info.group, "citation": info.citation, "provider": str(info.provider),
-        "source": req.source, "data_kind": source.kind,
+        "source": req.source, "source_name": source.name, "data_kind": source.kind,
+        "overrides": list(req.sets),  # the configuration: a non-default one is its own row
         "data_fingerprints": {req.source: source.fingerprint()},
         "source_describe": source.describe(),
         "profile": profile.name, "profile_settings": profile.to_dict(), "hparams": hparams,
@@ -361,23 +363,38 @@ def _train_run(store: ResultsStore, run_id: str, folder: Path, info: MethodInfo,
         raise
     run_info["timings"] = {"train_seconds": round(result.seconds, 2)}
     run_info["training"] = {"best_epoch": result.best_epoch,
-                            "best_val_dsc": result.best_val_dsc, "history": result.history}
+                            "best_val_dsc": result.best_val_dsc, "history": result.history,
+                            # an all-empty prediction's validation DSC: "not learned" below it
+                            "all_background_val_dsc": all_background_dsc(data, split["val"])}
     store.write_info(run_id, run_info)
     store.update_status(run_id, state="trained", error=None)
+
+
+def all_background_dsc(data: DomainData, index: np.ndarray) -> float:
+    """Mean per-image DSC of an all-empty prediction on `index` (both-empty counts 1): the
+    share of images without any reference pixel, the score a model that never learned gets."""
+    if len(index) == 0:
+        return float("nan")
+    return float(np.mean([not data.masks[int(i)].any() for i in index]))
 
 
 def shared_training_request(req: RunRequest) -> RunRequest | None:
     """The request whose training `req.method` reuses (None when it trains itself).
 
     `--set` values of hparams only the variant declares (inference-only ones a plugin variant
-    may add) are dropped, since the owner would reject them; profile overrides and shared
+    may add) are dropped, since the owner would reject them, and so are the inference-only
+    hparams either method declares (`Method.inference_hparams`): they never change the
+    owner's weights, so they never enter its run id. Profile overrides and shared training
     hparams are kept, so both runs train alike.
     """
-    owner = get_method(req.method).cls.shares_training_with
+    cls = get_method(req.method).cls
+    owner = cls.shares_training_with
     if not owner:
         return None
-    only_mine = ({h.name for h in get_method(req.method).cls.hparam_space()}
-                 - {h.name for h in get_method(owner).cls.hparam_space()})
+    owner_cls = get_method(owner).cls
+    only_mine = ({h.name for h in cls.hparam_space()}
+                 - {h.name for h in owner_cls.hparam_space()})
+    only_mine |= set(cls.inference_hparams) | set(owner_cls.inference_hparams)
     sets = [s for s in req.sets if s.partition("=")[0].strip() not in only_mine]
     return dataclasses.replace(req, method=owner, targets=[], sets=sets)
 
@@ -498,7 +515,7 @@ def _evaluate_target(store: ResultsStore, run_id: str, method: Any, spec: str, d
     record = store.read(run_id).info
     cases = cases.assign(
         run_id=run_id, method=record["method"], method_display=record["method_display"],
-        group=record["group"], source=record["source"], target=spec,
+        group=record["group"], source=record["source"], target=spec, target_name=dom.name,
         target_kind=dom.kind, target_fingerprint=dom.fingerprint(), split="test",
         checkpoint=checkpoint, profile=record["profile"], seed=record["seed"],
     )
@@ -518,7 +535,9 @@ def summary_table(store: ResultsStore, run_id: str, keys: list[str]) -> pd.DataF
         sub = cases[cases["target_key"] == key] if len(cases) else cases
         if not len(sub):
             continue
-        rows.append({"target": sub["target"].iloc[0], **summarize(sub)})
+        spec = str(sub["target"].iloc[0])
+        name = sub["target_name"].iloc[0] if "target_name" in sub else None
+        rows.append({"target": target_label(spec, name), **summarize(sub)})
     return pd.DataFrame(rows)
 
 

@@ -16,9 +16,14 @@ Choices (the paper reports only mean ± std over images, so everything here is o
 * Paired test vs a baseline: Wilcoxon signed-rank (scipy) on the units both methods evaluated
   (images, or patients under `patient`/`pooled`), Holm-corrected across the methods of one
   column; hand-written Holm because scipy has only Benjamini-Hochberg and the formula is 6 lines.
-* Ranks: per column (pairing x metric) on the means rounded to the 2 shown decimals, so shown
-  ties rank equal (scipy.stats.rankdata 'average'); the average rank is over the columns a
-  method has.
+* Ranks (`significance_ranks`, what the leaderboards show): per column (pairing x metric) a
+  method's rank is 1 + the number of methods significantly better than it, as significance
+  ranking in medical-imaging challenges does: every pair of methods is compared with the
+  paired Wilcoxon signed-rank test on the units both evaluated (seed-averaged images, or
+  patients under `patient` / `pooled`), Holm-corrected across all pairs of the column,
+  alpha = 0.05; differences that are not significant are ties. The average rank is over the
+  columns a method has. `average_ranks` (plain ranks of the shown means) is kept for callers
+  that want the ordering without tests.
 """
 
 from __future__ import annotations
@@ -254,3 +259,38 @@ def average_ranks(means: pd.DataFrame) -> pd.Series:
         signed = -vals[have] if HIGHER_IS_BETTER[label] else vals[have]
         ranks.loc[have[have].index, col] = sps.rankdata(signed.to_numpy(), method="average")
     return ranks.mean(axis=1, skipna=True)
+
+
+def _units(images: pd.DataFrame, how: str) -> pd.Series:
+    """A per-image frame as a Series of unit values: images, or patient means unless `image`."""
+    if how == "image":
+        return images.set_index("image_id")["value"]
+    return images.groupby("patient_id")["value"].mean()
+
+
+def significance_ranks(images: dict[str, pd.DataFrame], label: str, how: str,
+                       alpha: float = 0.05) -> dict[str, int]:
+    """Per method (keys of `images`, each a `per_image` frame of one column): 1 + the number
+    of methods significantly better on the paired units (Wilcoxon signed-rank, Holm across
+    all pairs of the column). With one method it ranks 1."""
+    names = list(images)
+    units = {n: _units(images[n], how) for n in names}
+    pairs, pvalues, diffs = [], [], []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            joined = pd.concat([units[a], units[b]], axis=1, join="inner").dropna()
+            d = (joined.iloc[:, 0] - joined.iloc[:, 1]).to_numpy(float)
+            if not len(d) or not np.any(d != 0):
+                p = math.nan if not len(d) else 1.0
+            else:
+                p = float(sps.wilcoxon(joined.iloc[:, 0], joined.iloc[:, 1]).pvalue)
+            pairs.append((a, b))
+            pvalues.append(p)
+            diffs.append(float(d.mean()) if len(d) else 0.0)
+    better_than = {n: 0 for n in names}
+    for (a, b), p, diff in zip(pairs, holm(pvalues), diffs, strict=True):
+        if math.isnan(p) or p >= alpha or diff == 0:
+            continue
+        a_wins = (diff > 0) == HIGHER_IS_BETTER[label]
+        better_than[b if a_wins else a] += 1
+    return {n: 1 + k for n, k in better_than.items()}

@@ -44,6 +44,11 @@ class Method(abc.ABC):
     #: The runner then trains (or finds) that method's run and evaluates its checkpoints here.
     shares_training_with: ClassVar[str | None] = None
 
+    #: Hyper-parameters read only at inference (e.g. a branch-selection rule): overriding one
+    #: with `--set` never changes the weights, so it never enters the run id of the method
+    #: whose training a variant reuses (see `shares_training_with`).
+    inference_hparams: ClassVar[frozenset[str]] = frozenset()
+
     # --- declaration ------------------------------------------------------------------------
     @classmethod
     def hparam_space(cls) -> list[HParam]:

@@ -51,6 +51,7 @@ class MultiBranchMethod(PseudoDomainMethod):
     combine: ClassVar[str] = "select"  # "select" | "sum" | "single"
     metric: ClassVar[str] = "cosine"  # for combine == "select"
     plus: ClassVar[bool] = False  # the correctional mean in Q_d and Q_t
+    inference_hparams: ClassVar[frozenset[str]] = frozenset({"selection"})  # predict only
 
     def __init__(self, hparams: dict[str, Any], device: torch.device, image_size: int,
                  amp: bool = False) -> None:

@@ -124,7 +124,7 @@ def test_owner_request_drops_a_plugin_variants_own_hparams() -> None:
             method="mlnnet-cut", source="ffdm", sets=["cut=0.3", "epochs=1",
                                                       "selection=paper-literal"]))
         assert owner is not None and owner.method == "mlnnet"
-        assert owner.sets == ["epochs=1", "selection=paper-literal"]
+        assert owner.sets == ["epochs=1"]  # `selection` is inference-only: not the owner's
     finally:
         METHODS._entries.pop("mlnnet-cut", None)
 

@@ -1,0 +1,124 @@
+"""Run selection at collect time: the best trial by source validation (DomainBed), one row per
+configuration, one code version per cell, and the "not learned" flag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmark.collect import collect, provenance
+from benchmark.leaderboard import build_tables
+from benchmark.store import ResultsStore
+
+
+def _write(store: ResultsStore, run_id: str, *, seed: int = 0, trial: int = 0,
+           val: float = 0.5, created: str = "2026-01-01T00:00:00", dsc: float = 0.5,
+           background: float | None = 0.1, method: str = "unet", display: str = "Unet",
+           **info: Any) -> None:
+    """A trained run folder with one in-domain and one cross-domain image set."""
+    training: dict[str, Any] = {"best_epoch": 1, "best_val_dsc": val,
+                                "history": [{"epoch": 1, "val_dsc": val}]}
+    if background is not None:
+        training["all_background_val_dsc"] = background
+    store.write_info(run_id, {"method": method, "method_display": display, "group": "P1",
+                              "source": "ffdm", "profile": "quick", "seed": seed,
+                              "hparam_trial": trial, "data_kind": "synthetic",
+                              "code_version": "1+abc", "created": created,
+                              "training": training, **info})
+    store.update_status(run_id, state="trained")
+    for target, values in (("ffdm", [dsc, dsc]), ("dbt", [dsc, dsc / 2])):
+        store.add_cases(run_id, f"{target}@x", pd.DataFrame({
+            "image_id": [f"{target}{i}" for i in range(2)], "patient_id": ["p0", "p1"],
+            "DSC": values, "TPR": values, "Pr": values, "HD": [1.0, 2.0], "ASSD": [1.0, 1.0],
+            "TP": [5, 5], "FP": [1, 1], "FN": [1, 1], "method_display": display,
+            "group": "P1", "source": "ffdm", "target": target, "target_kind": "synthetic",
+            "profile": "quick", "seed": seed, "checkpoint": "best"}))
+
+
+def _sweep(store: ResultsStore) -> None:
+    """Three trials of one seed, written in trial order; the last-written is the worst."""
+    _write(store, "t0", trial=0, val=0.60, dsc=0.60, created="2026-01-01T00:00:00")
+    _write(store, "t1", trial=1, val=0.70, dsc=0.80, created="2026-01-01T01:00:00")
+    _write(store, "t2", trial=2, val=0.20, dsc=0.10, created="2026-01-01T02:00:00")
+
+
+def test_best_validation_trial_stands_for_the_seed(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "results")
+    _sweep(store)
+    got = collect(store)
+    assert set(got.cases["run_id"]) == {"t1"}  # not t2, the last written
+    table = build_tables(store)[0]
+    assert table.cells[("Unet", "ffdm", "dbt")].summary["DSC_mean"] == 60.0
+    recs = {r["run_id"]: r for r in provenance(got.runs, sorted(got.runs), got.choices)}
+    assert recs["t1"]["shown"] == "yes" and recs["t1"]["hparam_trial"] == 1
+    assert recs["t2"]["shown"].startswith("no: trial 1 ")
+
+
+def test_oracle_picks_the_trial_by_target_test(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "results")
+    _sweep(store)
+    _write(store, "t3", trial=3, val=0.10, dsc=0.90, created="2026-01-01T03:00:00")
+    assert set(collect(store, "oracle").cases["run_id"]) == {"t3"}
+    assert set(collect(store).cases["run_id"]) == {"t1"}
+
+
+def test_configurations_get_their_own_rows(tmp_path: Path) -> None:
+    """A newer `--set epochs=20` run never replaces the default run of the same seed."""
+    store = ResultsStore(tmp_path / "results")
+    _write(store, "default", dsc=0.60)
+    _write(store, "longer", dsc=0.20, created="2026-02-01T00:00:00",
+           overrides=["epochs=20"])
+    _write(store, "old", dsc=0.40, created="2026-03-01T00:00:00",  # recorded command only
+           command=["bench", "run", "-m", "unet", "--set", "lr=0.01"])
+    table = build_tables(store)[0]
+    rows = [d for _g, d in table.rows]
+    assert rows == ["Unet", "Unet [epochs=20]", "Unet [lr=0.01]"]
+    assert table.cells[("Unet", "ffdm", "dbt")].summary["DSC_mean"] == 45.0
+    assert table.cells[("Unet [epochs=20]", "ffdm", "dbt")].summary["DSC_mean"] == 15.0
+
+
+def test_code_versions_never_mix_in_a_cell(tmp_path: Path) -> None:
+    """Seed 0 of an older code version is not averaged with seed 1 of the newer one."""
+    store = ResultsStore(tmp_path / "results")
+    _write(store, "old-s0", seed=0, dsc=0.2, code_version="1+old")
+    _write(store, "new-s1", seed=1, dsc=0.6, created="2026-02-01T00:00:00")
+    got = collect(store)
+    assert set(got.cases["run_id"]) == {"new-s1"}
+    assert got.choices["old-s0"].shown.startswith("no: an older code")
+
+
+def test_not_learned_from_the_recorded_background_score(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "results")
+    _write(store, "flat", val=0.25, background=0.25)  # never beat all-background
+    _write(store, "ok", val=0.30, background=0.25, method="resnet", display="Resnet")
+    got = collect(store)
+    assert got.not_learned("flat") and not got.not_learned("ok")
+
+
+def test_not_learned_derived_for_old_runs(tmp_path: Path) -> None:
+    """Without a recorded background score, the source test split stands in: an in-domain
+    DSC equal to the share of empty reference masks is an all-background model."""
+    store = ResultsStore(tmp_path / "results")
+    _write(store, "old", background=None, dsc=0.0)
+    cases = store.cases("old")
+    own = cases["target"] == "ffdm"
+    cases.loc[own, ["TP", "FN", "DSC"]] = [[0, 0, 1.0], [0, 3, 0.0]]  # 1 of 2 empty: 0.5
+    for key, rows in cases.groupby("target_key"):
+        store.add_cases("old", str(key), rows.drop(columns="target_key"))
+    got = collect(store)
+    assert got.choices["old"].all_background == 0.5 and got.not_learned("old")
+
+
+def test_toml_target_is_labelled_by_its_domain_name(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "results")
+    _write(store, "r")
+    cases = store.cases("r")
+    cases.loc[cases["target"] == "dbt", "target"] = "/data/domains/vendor-x.toml"
+    cases["target_name"] = ["ffdm", "ffdm", "vendor_x", "vendor_x"]
+    for key, rows in cases.groupby("target_key"):
+        store.add_cases("r", str(key), rows.drop(columns="target_key"))
+    got = collect(store)
+    assert set(got.cases["target"]) == {"ffdm", "vendor_x"}
+    assert "/data/domains/vendor-x.toml" in set(got.cases["target_spec"])
