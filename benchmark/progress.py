@@ -35,7 +35,7 @@ class Task:
         self.total = total
         self.done = 0
         self._rich_id: Any = None
-        self._last_line = 0.0
+        self._last_line: float | None = None  # None: no line yet (monotonic may start near 0)
         self._start = time.monotonic()
 
     def advance(self, n: int = 1, **fields: Any) -> None:
@@ -74,11 +74,13 @@ class Reporter:
         if self.plain:
             if not quiet_ends:
                 self._plain_line(task, {}, force=True)
+            ended = "stopped"  # an exception or interrupt: the work did not finish
             try:
                 yield task
+                ended = "done"
             finally:
                 if not quiet_ends:
-                    self._plain_line(task, {}, force=True, final=True)
+                    self._plain_line(task, {}, force=True, final=ended)
             return
         owner = self._progress is None
         if owner:
@@ -117,14 +119,16 @@ class Reporter:
         self._progress.update(task._rich_id, **kwargs)
 
     def _plain_line(self, task: Task, fields: dict[str, Any], force: bool = False,
-                    final: bool = False) -> None:
+                    final: str = "") -> None:
+        """Print one plain progress line; `final` ("done" or "stopped") ends the task's lines."""
         now = time.monotonic()
-        if not force and not task.every and now - task._last_line < self.min_interval_s:
+        if (not force and not task.every and task._last_line is not None
+                and now - task._last_line < self.min_interval_s):
             return
         task._last_line = now
         total = f"/{task.total}" if task.total is not None else ""
         info = " ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
-        state = "done" if final else ""
+        state = final
         elapsed = now - task._start
         line = f"[{time.strftime('%H:%M:%S')}] {task.description}: {task.done}{total} " \
                f"({elapsed:.0f}s) {info} {state}".rstrip()
@@ -141,7 +145,7 @@ class NullReporter(Reporter):
         return
 
     def _plain_line(self, task: Task, fields: dict[str, Any], force: bool = False,
-                    final: bool = False) -> None:
+                    final: str = "") -> None:
         return
 
 

@@ -39,3 +39,26 @@ def test_rich_mode_and_null_reporter(capsys: pytest.CaptureFixture[str]) -> None
         task.advance(1)
     null.log("nothing")
     assert capsys.readouterr().out == ""
+
+
+def test_plain_lines_right_after_boot(capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """time.monotonic() counts from boot: a machine up for 12 s must still get its first
+    progress line at once, not after min_interval_s."""
+    clock = iter(float(t) for t in range(12, 10_000))
+    monkeypatch.setattr("benchmark.progress.time.monotonic", lambda: next(clock))
+    rep = Reporter(console=Console(file=io.StringIO()), plain=True, min_interval_s=3600)
+    with rep.task("steps", total=100, quiet_ends=True) as steps:
+        for _ in range(100):
+            steps.advance(1, loss=0.25)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "steps" in line]
+    assert len(lines) == 1 and "steps: 1/100" in lines[0]
+
+
+def test_interrupted_task_does_not_say_done(capsys: pytest.CaptureFixture[str]) -> None:
+    rep = Reporter(console=Console(file=io.StringIO()), plain=True)
+    with pytest.raises(KeyboardInterrupt), rep.task("epochs", total=150) as task:
+        task.advance(72)
+        raise KeyboardInterrupt
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert "epochs: 72/150" in last and last.endswith("stopped") and "done" not in last
