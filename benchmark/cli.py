@@ -73,8 +73,12 @@ def _dirs(results_dir: Path | None, cache_dir: Path | None) -> tuple[Path, Path]
 
 
 def _print_summary(outcome: Any, title: str) -> None:
-    """The result table of a run: mean ± std per target, then the undefined counts."""
+    """The result table of a run: mean ± std per target, the undefined counts, and a "not
+    learned" line when the run never beat the all-background validation score."""
+    import json
+
     from benchmark.aggregate import format_cell
+    from benchmark.collect import not_learned_line
 
     table = Table(title=title)
     for col in ("target", "images", "TPR (%)", "Pr (%)", "DSC (%)", "HD (mm)", "ASD (mm)"):
@@ -92,6 +96,10 @@ def _print_summary(outcome: Any, title: str) -> None:
         console.print("excluded from the means (empty reference or prediction): "
                       + "; ".join(notes), highlight=False)
     console.print(f"ASD is the symmetric ASSD. run folder: {outcome.run_dir}", highlight=False)
+    info_path = Path(outcome.run_dir) / "run.json"
+    line = not_learned_line(json.loads(info_path.read_text())) if info_path.is_file() else None
+    if line:
+        console.print(f"[bold red]{line}[/bold red]", highlight=False)
 
 
 @app.command()

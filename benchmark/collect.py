@@ -117,6 +117,19 @@ def target_label(spec: str, name: Any = None) -> str:
     return Path(str(spec)).stem
 
 
+def not_learned_line(info: dict[str, Any]) -> str | None:
+    """The one line `bench run` prints under its table when the run never beat the
+    all-background validation score (None when it did, or when nothing was recorded)."""
+    training = info.get("training") or {}
+    best = float(training.get("best_val_dsc", math.nan))
+    background = float(training.get("all_background_val_dsc", math.nan))
+    if math.isnan(best) or math.isnan(background) or best > background + LEARNED_EPS:
+        return None
+    return (f"NOT LEARNED: the best source-validation DSC ({best:.4f}) never beat the "
+            f"all-background score ({background:.4f}), so the numbers above are those of an "
+            "empty prediction, not a result; why and what to do: docs/guide/not-learned.md")
+
+
 def collect(store: ResultsStore, selection: str = "source-val") -> Collected:
     """Read every run; keep one run per (row, source, seed) and one checkpoint's rows per
     (run, target) under `selection`."""

@@ -87,3 +87,24 @@ def test_two_seeds_show_the_ci(tmp_path: Path) -> None:
     cell = table.cells[("Unet", "ffdm", "dbt")].summary
     assert f"[{cell['DSC_ci_lo']:.2f}, {cell['DSC_ci_hi']:.2f}] (2 seeds)" in text
     assert "resampling patients" in text
+
+
+def test_bench_run_table_says_not_learned(tmp_path: Path) -> None:
+    """`bench run`'s result table ends with one line pointing to the docs when the run never
+    beat the all-background validation score, and says nothing when it did."""
+    import json
+    from types import SimpleNamespace
+
+    from benchmark import cli
+    from benchmark.aggregate import summarize
+
+    rows = pd.DataFrame({"DSC": [0.0, 1.0], "TPR": [0.0, np.nan], "Pr": [np.nan, np.nan],
+                         "HD": [5.0, 0.0], "ASSD": [1.0, 0.0]})
+    summary = pd.DataFrame([{"target": "dbt", **summarize(rows)}])
+    for best, expect in ((0.25, True), (0.40, False)):
+        (tmp_path / "run.json").write_text(json.dumps({"training": {
+            "best_val_dsc": best, "all_background_val_dsc": 0.25}}))
+        with cli.console.capture() as cap:
+            cli._print_summary(SimpleNamespace(summary=summary, run_dir=tmp_path), "t")
+        text = cap.get()
+        assert ("NOT LEARNED" in text and "docs/guide/not-learned.md" in text) == expect

@@ -122,3 +122,25 @@ def test_toml_target_is_labelled_by_its_domain_name(tmp_path: Path) -> None:
     got = collect(store)
     assert set(got.cases["target"]) == {"ffdm", "vendor_x"}
     assert "/data/domains/vendor-x.toml" in set(got.cases["target_spec"])
+
+
+def test_training_records_the_all_background_score(toy_domains: dict[str, object],
+                                                   results_dir: Path,
+                                                   session_cache: Path) -> None:
+    """run.json's training record holds the all-empty prediction's validation DSC, the share
+    of validation images without reference pixels, and the options the run was started with."""
+    import numpy as np
+
+    from benchmark.progress import NullReporter
+    from benchmark.runner import DataCache, RunRequest, plan_run, run
+
+    req = RunRequest(method="unet", source="toy", profile="smoke", results_dir=results_dir,
+                     cache_dir=session_cache, sets=["epochs=1"])
+    outcome = run(req, NullReporter())
+    info = ResultsStore(results_dir).read(outcome.run_id).info
+    plan = plan_run(req, NullReporter())
+    data, split = DataCache(plan.profile, session_cache, NullReporter()).get(
+        "toy", plan.domains["toy"])
+    expected = float(np.mean([not data.masks[i].any() for i in split["val"]]))
+    assert info["training"]["all_background_val_dsc"] == expected
+    assert info["overrides"] == ["epochs=1"] and info["source_name"] == "toy"
