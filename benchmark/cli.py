@@ -69,7 +69,9 @@ NoProgressOpt = Annotated[bool, typer.Option(
 def _dirs(results_dir: Path | None, cache_dir: Path | None) -> tuple[Path, Path]:
     from benchmark.runner import default_cache_dir, default_results_dir
 
-    return results_dir or default_results_dir(), cache_dir or default_cache_dir()
+    # absolute: cluster workers (Ray, Slurm) resolve a relative path in their own folder
+    return ((results_dir.expanduser().absolute() if results_dir else default_results_dir()),
+            (cache_dir.expanduser().absolute() if cache_dir else default_cache_dir()))
 
 
 def _print_summary(outcome: Any, title: str) -> None:

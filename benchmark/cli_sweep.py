@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -118,26 +119,33 @@ def sweep(
                             address=address, wait=not no_wait, extra=_parse_opts(opt))
     chosen = get_launcher(launcher, options)
     if dry_run:
-        _print_dry_run(spec, results, options)
+        _print_dry_run(spec, results, options, launcher)
         return
     reporter = _reporter(no_progress)
     outcome = run_sweep(spec, chosen, {"results_dir": results, "cache_dir": cache,
-                                       "device": device, "checkpoint_every": checkpoint_every},
+                                       "device": device, "checkpoint_every": checkpoint_every,
+                                       "command": tuple(sys.argv)},
                         reporter, retry_failed=retry_failed)
-    failed = outcome.count("failed")
+    failed, interrupted = outcome.count("failed"), outcome.count("interrupted")
     console.print(f"sweep {outcome.sweep_id}: {outcome.total} jobs; "
                   f"{outcome.already_done} were done, {outcome.count('done')} ran now, "
                   f"{outcome.count('skipped')} finished elsewhere, {failed} failed now, "
                   f"{outcome.skipped_failed} failed before and were kept"
                   + (f", {outcome.count('submitted')} submitted" if outcome.count("submitted")
                      else "")
+                  + (f", {outcome.in_queue} already in Slurm's queue" if outcome.in_queue
+                     else "")
+                  + (f", {interrupted} interrupted (launch again to resume)" if interrupted
+                     else "")
                   + f". `bench sweep status --sweep {outcome.sweep_id}` shows every job.",
                   highlight=False)
-    if failed or outcome.skipped_failed:
+    if failed or outcome.skipped_failed or interrupted:
         raise typer.Exit(1)
 
 
-def _print_dry_run(spec: Any, results: Path, options: Any) -> None:
+def _print_dry_run(spec: Any, results: Path, options: Any, launcher: str = "local") -> None:
+    """The job table with each job's state and estimated cost, and the sweep's wall time on
+    LAUNCHER's workers (local processes, Slurm array tasks or Ray tasks)."""
     from benchmark.launchers.local import cpu_threads_per_worker, visible_gpus
     from benchmark.sweep import estimate_costs, expand, format_seconds, job_state, makespan
 
@@ -146,9 +154,17 @@ def _print_dry_run(spec: Any, results: Path, options: Any) -> None:
     todo = [j for j in jobs if states[j.run_id] != "done"]
     from benchmark.cli import err_console
 
-    workers = options.workers or 1
-    # measure with the CPU threads each local worker will get
-    threads = None if visible_gpus() else cpu_threads_per_worker(workers)
+    if launcher == "local":
+        workers = options.workers or 1
+        # measure with the CPU threads each local worker will get
+        threads = None if visible_gpus() else cpu_threads_per_worker(workers)
+        where = f"{workers} local worker(s)"
+    else:  # cluster jobs run side by side, each with its own --cpus-per-job threads
+        workers = options.array_parallelism if launcher == "slurm" else max(1, len(todo))
+        threads = None if options.gpus_per_job else options.cpus_per_job
+        where = (f"at most {workers} Slurm array task(s) at once" if launcher == "slurm"
+                 else f"{workers} {launcher} task(s) at once")
+        where += " (if the cluster has room for them)"
     costs = estimate_costs(todo, results, lambda m: err_console.print(m, highlight=False),
                            threads=threads)
     table = Table(title=f"sweep {spec.sweep_id} (dry run: nothing is started)")
@@ -167,7 +183,7 @@ def _print_dry_run(spec: Any, results: Path, options: Any) -> None:
     per = f", {threads} CPU thread(s) each" if threads else ""
     console.print(f"{len(jobs)} jobs, {len(jobs) - len(todo)} done, {len(todo)} to run; "
                   f"estimated {format_seconds(total)} of worker time, ~{format_seconds(wall)} "
-                  f"wall with {workers} local worker(s){per} taking the jobs in this order. "
+                  f"wall with {where}{per} taking the jobs in this order. "
                   "Estimates: the median of finished runs of the same method and profile "
                   "settings, else the profile's steps x a step time measured here on random "
                   "tensors (+ validation and test predictions).", highlight=False)
@@ -189,7 +205,14 @@ def status(
 ) -> None:
     """Each job's state: done / running / failed (with the error's last lines) / incomplete /
     not started. Without --sweep or a selection: one line per known sweep."""
-    from benchmark.sweep import expand, job_state, list_sweeps, read_manifest, sweep_dir
+    from benchmark.sweep import (
+        cluster_queue,
+        expand,
+        job_state,
+        list_sweeps,
+        read_manifest,
+        sweep_dir,
+    )
 
     results, _ = _dirs(results_dir, None)
     if sweep_id is None and methods is None:
@@ -198,14 +221,15 @@ def status(
             raise UserError(f"no sweeps under '{results / 'sweeps'}'; start one with "
                             "`bench sweep --methods ... --sources ...`")
         table = Table(title="sweeps")
-        for col in ("sweep", "profile", "jobs", "done", "running", "failed", "incomplete",
-                    "not started"):
+        for col in ("sweep", "profile", "jobs", "done", "running", "queued", "failed",
+                    "incomplete", "not started"):
             table.add_column(col)
         for sid in known:
             spec, jobs = read_manifest(results, sid)
-            states = [job_state(results, sid, j).state for j in jobs]
+            queue = cluster_queue(results, sid)
+            states = [job_state(results, sid, j, queue).state for j in jobs]
             table.add_row(sid, spec.profile, str(len(jobs)),
-                          *(str(states.count(s)) for s in ("done", "running", "failed",
+                          *(str(states.count(s)) for s in ("done", "running", "queued", "failed",
                                                            "incomplete", "not started")))
         console.print(table)
         return
@@ -221,12 +245,15 @@ def status(
     table = Table(title=f"sweep {sweep_id}")
     for col in ("job", "method", "source", "seed", "trial", "state", "detail"):
         table.add_column(col, overflow="fold")
-    colours = {"done": "green", "running": "cyan", "failed": "red", "incomplete": "yellow"}
+    colours = {"done": "green", "running": "cyan", "queued": "cyan", "failed": "red",
+               "incomplete": "yellow"}
     counts: dict[str, int] = {}
+    queue = cluster_queue(results, sweep_id)
     for job in jobs:
-        st = job_state(results, sweep_id, job)
+        st = job_state(results, sweep_id, job, queue)
         counts[st.state] = counts.get(st.state, 0) + 1
-        detail = "\n".join(st.error[-lines:]) if st.error else st.detail
+        detail = "\n".join(st.error[-lines:]) if st.state == "failed" and st.error \
+            else st.detail
         colour = colours.get(st.state)
         shown = f"[{colour}]{st.state}[/{colour}]" if colour else st.state
         table.add_row(job.run_id, job.method, job.source, str(job.seed), str(job.trial), shown,

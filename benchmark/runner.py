@@ -54,16 +54,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def default_cache_dir() -> Path:
-    """$CALCBENCH_CACHE, else $XDG_CACHE_HOME/calcbench, else ~/.cache/calcbench."""
+    """$CALCBENCH_CACHE, else $XDG_CACHE_HOME/calcbench, else ~/.cache/calcbench; absolute,
+    so that cluster workers started in another folder use the same cache."""
     if os.environ.get("CALCBENCH_CACHE"):
-        return Path(os.environ["CALCBENCH_CACHE"])
+        return Path(os.environ["CALCBENCH_CACHE"]).expanduser().absolute()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "calcbench"
+    return (Path(base).expanduser() / "calcbench").absolute()
 
 
 def default_results_dir() -> Path:
-    """$CALCBENCH_RESULTS, else ./results."""
-    return Path(os.environ.get("CALCBENCH_RESULTS", "results"))
+    """$CALCBENCH_RESULTS, else ./results; absolute (resolved against this process's folder),
+    so that cluster workers whose working folder differs write to the same place."""
+    return Path(os.environ.get("CALCBENCH_RESULTS", "results")).expanduser().absolute()
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -155,6 +157,7 @@ class RunRequest:
     cache_dir: Path = field(default_factory=default_cache_dir)
     trial: int = 0  # hparam trial: 0 = the profile defaults, n > 0 = the n-th random draw
     checkpoint_every: int | None = None  # also save last.pt every N steps (None: per epoch)
+    command: list[str] | None = None  # the user's command for run.json (None: this sys.argv)
 
 
 @dataclass
@@ -337,7 +340,9 @@ def _run_info(run_id: str, info: MethodInfo, req: RunRequest, profile: Profile,
         "code_version": version,
         "git_commit": git_commit(), "versions": versions(), "created": now_iso(),
         "split_hash": split_hash(split), "split_sizes": {k: len(v) for k, v in split.items()},
-        "num_parameters": method.num_parameters(), "command": sys.argv,
+        "num_parameters": method.num_parameters(),
+        # a sweep worker passes the `bench sweep` command, not its own worker argv
+        "command": list(req.command) if req.command else sys.argv,
     }
 
 

@@ -254,7 +254,10 @@ def _lock_is_held(path: Path) -> bool:
 
 # --- job state --------------------------------------------------------------------------------
 
-STATES = ("done", "running", "failed", "incomplete", "not started")
+STATES = ("done", "running", "queued", "failed", "incomplete", "not started")
+# Slurm job states (squeue) in which a job still holds its place in the queue.
+SLURM_QUEUED = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
+                "RESV_DEL_HOLD", "SUSPENDED")
 
 
 @dataclass
@@ -264,6 +267,7 @@ class JobState:
     state: str
     detail: str = ""
     error: list[str] = field(default_factory=list)
+    cluster_job: str | None = None  # the Slurm job queued or running for it, if any
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -289,19 +293,50 @@ def job_is_done(store: ResultsStore, job: Job) -> bool:
     return all(targets.get(k, {}).get("state") == "done" for k in job.target_keys)
 
 
-def job_state(results_dir: Path, sweep_id: str, job: Job) -> JobState:
-    """done / running / failed / incomplete (resumes from its checkpoint) / not started."""
+def job_record(results_dir: Path, sweep_id: str, run_id: str) -> dict[str, Any]:
+    """The job's record `jobs/<run id>.json` ({} when it has none or it is unreadable)."""
+    return _read_json(sweep_dir(results_dir, sweep_id) / "jobs" / f"{run_id}.json")
+
+
+def cluster_queue(results_dir: Path, sweep_id: str) -> dict[str, str]:
+    """Slurm job id -> queue state of this sweep's jobs that Slurm still holds ({} without
+    any Slurm job on record, or without Slurm): one `squeue` call for a whole status."""
+    folder = sweep_dir(results_dir, sweep_id) / "jobs"
+    ids = {str(r["slurm_job"]) for r in (_read_json(p) for p in folder.glob("*.json"))
+           if r.get("slurm_job")} if folder.is_dir() else set()
+    if not ids:
+        return {}
+    from benchmark.launchers.slurm import slurm_queue
+
+    return {jid: st for jid, st in slurm_queue(sweep_id).items() if jid in ids}
+
+
+def job_state(results_dir: Path, sweep_id: str, job: Job,
+              queue: dict[str, str] | None = None) -> JobState:
+    """done / running / queued (in Slurm's queue) / failed / incomplete (resumes from its
+    checkpoint) / not started. `queue`: `cluster_queue`'s answer (None: not consulted)."""
     store = ResultsStore(results_dir)
     folder = store.run_dir(job.run_id)
     if job_is_done(store, job):
         return JobState("done")
+    record = job_record(results_dir, sweep_id, job.run_id)
+    slurm_job = str(record.get("slurm_job") or "")
+    if queue and slurm_job in queue:
+        st = queue[slurm_job]
+        if st in SLURM_QUEUED:
+            return JobState("queued", f"Slurm job {slurm_job} {st.lower()}",
+                            cluster_job=slurm_job)
+        status = _read_json(folder / "status.json")
+        tail = read_log_tail(results_dir, sweep_id, job.run_id, 1)
+        return JobState("running", f"Slurm job {slurm_job} {st.lower()}: "
+                        f"{status.get('state', 'starting')}"
+                        + (f": {tail[-1].strip()}" if tail else ""), cluster_job=slurm_job)
     if _lock_is_held(sweeps_root(results_dir) / ".locks" / f"{job.run_id}.lock") or \
             _lock_is_held(folder / ".train.lock"):
         status = _read_json(folder / "status.json")
         tail = read_log_tail(results_dir, sweep_id, job.run_id, 1)
         return JobState("running", f"{status.get('state', 'starting')}"
                         + (f": {tail[-1].strip()}" if tail else ""))
-    record = _read_json(sweep_dir(results_dir, sweep_id) / "jobs" / f"{job.run_id}.json")
     status = _read_json(folder / "status.json")
     failed_targets = {k: v for k, v in status.get("targets", {}).items()
                       if v.get("state") == "failed" and not _interrupted(v.get("error"))}
@@ -312,10 +347,14 @@ def job_state(results_dir: Path, sweep_id: str, job: Job) -> JobState:
             [str(status.get("error") or next(iter(failed_targets.values()), {}).get("error"))]
         return JobState("failed", lines[-1] if lines else "", list(lines))
     last = folder / "checkpoints" / "last.pt"
+    # an interrupted attempt (scancel, preemption, node loss) shows why it stopped
+    cause = str(record.get("message") or "") if record.get("state") == "interrupted" else ""
+    lines = list(record.get("error") or []) if cause else []
     if (folder / "run.json").is_file() or last.is_file():
-        return JobState("incomplete", "resumes from its last checkpoint" if last.is_file()
-                        else "restarts (no checkpoint yet)")
-    return JobState("not started")
+        return JobState("incomplete", ("resumes from its last checkpoint" if last.is_file()
+                                       else "restarts (no checkpoint yet)")
+                        + (f"; stopped: {cause}" if cause else ""), lines)
+    return JobState("not started", f"stopped: {cause}" if cause else "", lines)
 
 
 # --- running one job (inside a launcher's worker) ---------------------------------------------
@@ -329,6 +368,7 @@ class JobContext:
     sweep_id: str
     device: str = "auto"
     checkpoint_every: int | None = None
+    command: tuple[str, ...] = ()  # the `bench sweep` command, recorded in each run.json
 
 
 @dataclass(frozen=True)
@@ -338,19 +378,42 @@ class JobCall:
     job: dict[str, Any]
     ctx: JobContext
     wait: bool = False  # block on the job lock instead of reporting "busy"
+    threads: int | None = None  # torch CPU threads in the worker (None: leave as is)
+    gpus: float | None = None  # GPUs granted to the job (0: hide every GPU; None: leave)
 
     def __call__(self) -> dict[str, Any]:
-        """Run the job in whichever process the launcher chose."""
+        """Run the job in whichever process the launcher chose, within its CPU/GPU share."""
+        from benchmark.launchers.base import pin_job_resources
+
+        pin_job_resources(self.threads, self.gpus)
         return run_job(Job.from_dict(self.job), self.ctx, self.wait)
 
 
-def _record(ctx: JobContext, run_id: str, payload: dict[str, Any]) -> None:
+# Keys of a job record that outlive one attempt (the others describe the latest attempt).
+_KEPT_KEYS = ("attempts", "slurm_job", "submitted", "started")
+
+
+def _record(ctx: JobContext, run_id: str, payload: dict[str, Any], new_attempt: bool = False,
+            **where: Any) -> None:
+    """Write the job's record: `payload` plus what earlier attempts left (attempt count, Slurm
+    job). `new_attempt` counts an attempt that starts now; `where` overrides the host and pid
+    (the submitter records a dead worker with the worker's node, not its own)."""
     folder = sweep_dir(Path(ctx.results_dir), ctx.sweep_id) / "jobs"
     path = folder / f"{run_id}.json"
     old = _read_json(path)
-    payload = {"attempts": int(old.get("attempts", 0)) + 1, **payload,
-               "host": os.uname().nodename, "pid": os.getpid(), "finished": now_iso()}
+    kept = {k: old[k] for k in _KEPT_KEYS if k in old}
+    kept["attempts"] = int(old.get("attempts", 0)) + (1 if new_attempt else 0)
+    stamp = "started" if payload.get("state") == "running" else "finished"
+    payload = {**kept, **payload, "host": os.uname().nodename, "pid": os.getpid(), **where,
+               stamp: now_iso()}
     atomic_write_text(path, json.dumps(payload, indent=2, default=str))
+
+
+def record_submission(ctx: JobContext, run_id: str, cluster_job: str) -> None:
+    """Note that `cluster_job` (a Slurm job) was queued for the job, so that status shows it
+    queued and a relaunch does not queue a duplicate."""
+    _record(ctx, run_id, {"run_id": run_id, "state": "queued", "slurm_job": cluster_job,
+                          "submitted": now_iso()})
 
 
 def run_job(job: Job, ctx: JobContext, wait: bool = False) -> dict[str, Any]:
@@ -377,10 +440,13 @@ def run_job(job: Job, ctx: JobContext, wait: bool = False) -> dict[str, Any]:
             return {**base, "state": "skipped"}
         log_path = sweep_dir(results, ctx.sweep_id) / "logs" / f"{job.run_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        # counted when it starts: an attempt killed by Slurm or a signal records nothing later
+        _record(ctx, job.run_id, {**base, "state": "running"}, new_attempt=True)
         req = RunRequest(method=job.method, source=job.source, targets=job.targets,
                          profile=job.profile, seed=job.seed, device=ctx.device, sets=job.sets,
                          results_dir=results, cache_dir=Path(ctx.cache_dir), trial=job.trial,
-                         checkpoint_every=ctx.checkpoint_every)
+                         checkpoint_every=ctx.checkpoint_every,
+                         command=list(ctx.command) or None)
         t0 = time.monotonic()
         try:
             now_id = plan_run(req, NullReporter()).run_id
@@ -430,6 +496,7 @@ class SweepResult:
     already_done: int
     skipped_failed: int
     outcomes: list[dict[str, Any]] = field(default_factory=list)
+    in_queue: int = 0  # jobs Slurm already holds (queued or running): not submitted again
 
     def count(self, state: str) -> int:
         """How many of this launch's outcomes are in `state`."""
@@ -444,6 +511,9 @@ def _outcome_line(o: dict[str, Any]) -> str:
         return f"submitted {o['run_id']} ({where}) as Slurm job {o.get('slurm_job')}"
     if o["state"] == "skipped":
         return f"done (by another process) {o['run_id']} ({where})"
+    if o["state"] == "interrupted":
+        return (f"[yellow]interrupted[/yellow] {o['run_id']} ({where}): "
+                f"{o.get('message') or o['error'][0]}; launch again to resume")
     return f"[green]done[/green] {o['run_id']} ({where}) in {o.get('seconds', 0):.0f}s"
 
 
@@ -463,20 +533,28 @@ def run_sweep(spec: SweepSpec, launcher: Any, ctx_kwargs: dict[str, Any], report
         if note:
             reporter.log(f"[yellow]{note}[/yellow]")
     jobs = expand(spec)
+    # Absolute folders: workers on other nodes, or Ray workers started in another folder,
+    # resolve a relative path against their own working folder.
+    ctx_kwargs = {k: str(Path(v).expanduser().absolute()) if k.endswith("_dir") else v
+                  for k, v in ctx_kwargs.items()}
     results = Path(ctx_kwargs["results_dir"])
     ResultsStore(results).ensure_writable()
     write_manifest(results, spec, jobs)
-    ctx = JobContext(sweep_id=spec.sweep_id, **{k: str(v) if k.endswith("_dir") else v
-                                                for k, v in ctx_kwargs.items()})
-    states = {j.run_id: job_state(results, spec.sweep_id, j) for j in jobs}
-    todo = [j for j in jobs if states[j.run_id].state not in ("done", "failed")
-            or (retry_failed and states[j.run_id].state == "failed")]
+    ctx = JobContext(sweep_id=spec.sweep_id, **ctx_kwargs)
+    queue = cluster_queue(results, spec.sweep_id)
+    states = {j.run_id: job_state(results, spec.sweep_id, j, queue) for j in jobs}
+    todo = [j for j in jobs if states[j.run_id].cluster_job is None and (
+        states[j.run_id].state not in ("done", "failed")
+        or (retry_failed and states[j.run_id].state == "failed"))]
     result = SweepResult(spec.sweep_id, len(jobs),
                          sum(s.state == "done" for s in states.values()),
-                         0 if retry_failed else sum(s.state == "failed" for s in states.values()))
+                         0 if retry_failed else sum(s.state == "failed" for s in states.values()),
+                         in_queue=sum(s.cluster_job is not None for s in states.values()))
+    queued = (f", {result.in_queue} already queued or running in Slurm (not submitted again)"
+              if result.in_queue else "")
     reporter.log(f"sweep {spec.sweep_id}: {len(jobs)} jobs, {result.already_done} already done, "
-                 f"{result.skipped_failed} failed before (kept; --retry-failed reruns them), "
-                 f"{len(todo)} to run with the '{launcher.name}' launcher")
+                 f"{result.skipped_failed} failed before (kept; --retry-failed reruns them)"
+                 f"{queued}, {len(todo)} to run with the '{launcher.name}' launcher")
     if not todo:
         return result
     by_id = {j.run_id: j for j in jobs}
@@ -489,9 +567,15 @@ def run_sweep(spec: SweepSpec, launcher: Any, ctx_kwargs: dict[str, Any], report
                 if o["state"] == "busy":
                     busy.append(o["run_id"])
                     return
-                if o["state"] == "failed" and not (sweep_dir(results, spec.sweep_id) / "jobs"
-                                                   / f"{o['run_id']}.json").is_file():
-                    _record(ctx, o["run_id"], o)  # the worker died before recording it
+                record = job_record(results, spec.sweep_id, o["run_id"])
+                if o["state"] in ("failed", "interrupted") and record.get("state") in (
+                        None, "running", "queued"):
+                    # the worker died before recording it: record it with the worker's node
+                    # (when the launcher knows it), not this submitting process's host and pid
+                    where = {"host": o.get("host"), "pid": o.get("pid"),
+                             "recorded_by": f"{os.uname().nodename}:{os.getpid()}"}
+                    _record(ctx, o["run_id"], {k: v for k, v in o.items()
+                                               if k not in ("host", "pid")}, **where)
                 result.outcomes.append(o)
                 reporter.log(_outcome_line(o))
                 bar.advance(1, failed=result.count("failed"))

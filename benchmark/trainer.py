@@ -146,8 +146,10 @@ def train(method: Method, data: DomainData, train_idx: np.ndarray, val_idx: np.n
     start_epoch, best_epoch, best_dsc, history = 0, -1, -math.inf, []
     mid_epoch: dict[str, Any] | None = None  # a checkpoint taken inside an epoch
     last = ckpt_dir / "last.pt"
+    earlier_seconds = 0.0  # training time of earlier attempts, up to their last checkpoint
     if last.is_file():
         state = load_checkpoint(last)
+        earlier_seconds = float(state.get("seconds", 0.0))
         method.load_state_dict(state["method"])
         start_epoch = int(state["epoch"]) + 1
         best_epoch, best_dsc = int(state["best_epoch"]), float(state["best_val_dsc"])
@@ -195,7 +197,8 @@ def train(method: Method, data: DomainData, train_idx: np.ndarray, val_idx: np.n
                         save_checkpoint(last, {
                             "method": method.state_dict(), "epoch": epoch, "step": step + 1,
                             "logs": logs, "rng": _rng_states(gen), "best_epoch": best_epoch,
-                            "best_val_dsc": best_dsc, "history": history})
+                            "best_val_dsc": best_dsc, "history": history,
+                            "seconds": earlier_seconds + time.monotonic() - t0})
                     steps_task.advance(1, **{k: v for k, v in out.items() if k.endswith("loss")})
             method.end_epoch(epoch)
             val = validation_dsc(method, data, val_idx, profile, device)
@@ -205,10 +208,12 @@ def train(method: Method, data: DomainData, train_idx: np.ndarray, val_idx: np.n
             if improved:
                 best_epoch, best_dsc = epoch, val
             payload = {"method": method.state_dict(), "epoch": epoch, "best_epoch": best_epoch,
-                       "best_val_dsc": best_dsc, "history": history}
+                       "best_val_dsc": best_dsc, "history": history,
+                       "seconds": earlier_seconds + time.monotonic() - t0}
             if improved:
                 save_checkpoint(ckpt_dir / "best.pt", payload)
             save_checkpoint(last, payload)
             epochs_task.advance(1, val_dsc=round(val, 4), best=round(best_dsc, 4))
+    # every attempt's training time counts (a requeued run is not cheaper than it was)
     return TrainResult(best_epoch + 1, best_dsc, profile.epochs, history,
-                       time.monotonic() - t0)
+                       earlier_seconds + time.monotonic() - t0)

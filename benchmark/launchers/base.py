@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -26,6 +27,26 @@ class LaunchOptions:
     address: str | None = None  # ray: cluster address (None: start a local instance)
     wait: bool = True  # slurm: wait for the array (False: submit and return)
     extra: dict[str, str] = field(default_factory=dict)
+
+
+def pin_job_resources(threads: int | None, gpus: float | None) -> None:
+    """Keep a cluster job within what it was granted: `threads` torch CPU threads (torch
+    otherwise starts one per core of the node, oversubscribing the CPUs Slurm or Ray gave the
+    job), and with `gpus` 0 no GPU at all. A job granted GPUs sees the ones its scheduler
+    assigned: Ray and Slurm set CUDA_VISIBLE_DEVICES, or Slurm lists them in SLURM_STEP_GPUS /
+    SLURM_JOB_GPUS, which we copy when CUDA_VISIBLE_DEVICES is unset. Call before CUDA starts."""
+    if gpus is not None:
+        if gpus <= 0:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        elif "CUDA_VISIBLE_DEVICES" not in os.environ:
+            granted = os.environ.get("SLURM_STEP_GPUS") or os.environ.get("SLURM_JOB_GPUS")
+            if granted:
+                os.environ["CUDA_VISIBLE_DEVICES"] = granted
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        os.environ["OMP_NUM_THREADS"] = str(max(1, threads))
 
 
 class Launcher(abc.ABC):
