@@ -119,6 +119,9 @@ def run(
     results_dir: ResultsOpt = None,
     cache_dir: CacheOpt = None,
     no_progress: NoProgressOpt = False,
+    compile_: Annotated[bool, typer.Option(
+        "--compile", help="torch.compile the networks (opt-in; measure with bench perf train "
+                          "--compile)")] = False,
 ) -> None:
     """Train METHOD on SOURCE (or reuse a finished training) and evaluate on every TARGET."""
     from benchmark.runner import RunRequest
@@ -127,7 +130,7 @@ def run(
     results, cache = _dirs(results_dir, cache_dir)
     req = RunRequest(method=method, source=source, targets=list(target or []), profile=profile,
                      seed=seed, device=device, sets=list(set_ or []), results_dir=results,
-                     cache_dir=cache)
+                     cache_dir=cache, compile=compile_)
     outcome = do_run(req, _reporter(no_progress))
     _print_summary(outcome, f"{method} trained on {source} ({profile} profile, seed {seed})")
 
@@ -321,6 +324,39 @@ def perf_mlnnet(
     get_profile(profile)
     dev = resolve_device(device)
     print_mlnnet_perf(run_mlnnet_perf(profile, image_size, batch, repeats, str(dev)), console)
+
+
+@perf_app.command("train")
+@user_errors
+def perf_train(
+    method: Annotated[list[str], typer.Option(
+        "--method", "-m", help="method to measure; repeat for several, or 'all'")],
+    profile: Annotated[str | None, typer.Option(
+        help="profile whose sizes are used (default: paper on CUDA, quick on CPU)")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    steps: Annotated[int, typer.Option(help="timed training steps and evaluation batches")] = 5,
+    warmup: Annotated[int, typer.Option(help="untimed steps first (compilation, autotuning)")]
+    = 2,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the networks")]
+    = False,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="override a profile field, e.g. image_size=64 batch_size=2")] = None,
+    no_progress: NoProgressOpt = False,
+) -> None:
+    """Train images/s, eval images/s and peak memory per method (CUDA max allocated, or the
+    peak RSS of a process measuring that method alone on CPU)."""
+    from benchmark.config import get_profile, split_overrides
+    from benchmark.perf.train_perf import default_profile, print_train_perf, run_train_perf
+    from benchmark.runner import resolve_device
+
+    dev = resolve_device(device)
+    base = get_profile(profile or default_profile(dev))
+    over = split_overrides(list(set_ or []), base, []).profile
+    rows = run_train_perf(list(method), dev, base.name, steps, warmup, compile_,
+                          _reporter(no_progress), over)
+    print_train_perf(rows, dev, console, compile_)
+    if any(isinstance(r, str) for r in rows):
+        raise typer.Exit(1)
 
 
 from benchmark import cli_data  # noqa: E402,F401  (registers data add/list/verify, perf data)

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmark.accel import accelerate
 from benchmark.aggregate import summarize
 from benchmark.collect import target_label
 from benchmark.config import (
@@ -157,6 +158,7 @@ class RunRequest:
     cache_dir: Path = field(default_factory=default_cache_dir)
     trial: int = 0  # hparam trial: 0 = the profile defaults, n > 0 = the n-th random draw
     checkpoint_every: int | None = None  # also save last.pt every N steps (None: per epoch)
+    compile: bool = False  # torch.compile the networks (opt-in; not part of the run id)
     command: list[str] | None = None  # the user's command for run.json (None: this sys.argv)
 
 
@@ -291,6 +293,7 @@ def run(req: RunRequest, reporter: Reporter) -> RunOutcome:
     # Seed before building the networks: their initialisation is part of the run's identity.
     seed_everything(seed_hash(req.seed, "init"))
     method = info.cls(hparams, device, profile.image_size, amp=device.type == "cuda")
+    accelerate(method, device, req.compile)  # CUDA-only speed-ups, and the opt-in compile
     existing = _existing(store, run_id)
     reused = existing is not None and existing.trained and (folder / "checkpoints" /
                                                             "best.pt").is_file()
@@ -341,6 +344,8 @@ def _run_info(run_id: str, info: MethodInfo, req: RunRequest, profile: Profile,
         "git_commit": git_commit(), "versions": versions(), "created": now_iso(),
         "split_hash": split_hash(split), "split_sizes": {k: len(v) for k, v in split.items()},
         "num_parameters": method.num_parameters(),
+        "init": getattr(method, "init", "scratch"),  # scratch | imagenet (timm ...) | file ...
+        "compile": req.compile,
         # a sweep worker passes the `bench sweep` command, not its own worker argv
         "command": list(req.command) if req.command else sys.argv,
     }

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmark.accel import set_fused_adam
 from benchmark.config import Profile, seed_hash
 from benchmark.io import atomic_write
 from benchmark.progress import Reporter
@@ -151,6 +152,8 @@ def train(method: Method, data: DomainData, train_idx: np.ndarray, val_idx: np.n
         state = load_checkpoint(last)
         earlier_seconds = float(state.get("seconds", 0.0))
         method.load_state_dict(state["method"])
+        for optimizer in method.optimizers().values():  # the checkpoint's device, not ours
+            set_fused_adam(optimizer, device)
         start_epoch = int(state["epoch"]) + 1
         best_epoch, best_dsc = int(state["best_epoch"]), float(state["best_val_dsc"])
         history = list(state["history"])
