@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 
 from benchmark.config import Profile
+from benchmark.feed import batch_stream
 from benchmark.lesions import empty_candidates, froc_candidates, lesion_metrics
 from benchmark.metrics import case_metrics
 from benchmark.progress import Reporter
-from benchmark.trainer import to_batch
 from datasets.domain import DomainData
 from methods.base import Method
 
@@ -45,9 +45,12 @@ def evaluate(method: Method, data: DomainData, index: np.ndarray, profile: Profi
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     with reporter.task(f"evaluate {label}", total=len(index)) as task:
-        for start in range(0, len(index), profile.eval_batch_size):
-            chunk = index[start:start + profile.eval_batch_size]
-            batch = to_batch(data, chunk, device, method.context_slices)
+        chunks = [index[s:s + profile.eval_batch_size]
+                  for s in range(0, len(index), profile.eval_batch_size)]
+        # streamed: only the current (and prefetched) batches of the split are in memory
+        for chunk, batch in zip(chunks, batch_stream(data, chunks, device,
+                                                     method.context_slices), strict=True):
+            refs = batch["mask"][:, 0].cpu().numpy().astype(bool)
             t0 = time.perf_counter()
             out = method.predict_batch(batch)
             if cuda:
@@ -57,7 +60,7 @@ def evaluate(method: Method, data: DomainData, index: np.ndarray, profile: Profi
             extras = method.case_info()
             for j, i in enumerate(chunk):
                 pred = probs[j] >= profile.threshold
-                ref = data.masks[i].astype(bool)
+                ref = refs[j]
                 spacing = tuple(float(s) for s in data.spacing_mm[i])
                 row = {
                     "image_id": data.image_ids[i],

@@ -18,6 +18,7 @@ import torch
 
 from benchmark.accel import set_fused_adam
 from benchmark.config import Profile, seed_hash
+from benchmark.feed import batch_stream, host_batch, to_device
 from benchmark.io import atomic_write
 from benchmark.progress import Reporter
 from datasets.domain import DomainData
@@ -46,17 +47,10 @@ def to_batch(data: DomainData, index: np.ndarray, device: torch.device,
     """Stack images/masks `index` into (B,1,H,W) float tensors on `device`.
 
     With `context_slices` D > 0 the batch also holds "slices" (B,D,H,W), the D slices centred
-    on each image (see `DomainData.neighbour_index`), and "slices_real" (B,) bool.
+    on each image (see `DomainData.neighbour_index`), and "slices_real" (B,) bool. Only these
+    rows are read from the cache (benchmark.feed).
     """
-    images = torch.from_numpy(np.ascontiguousarray(data.images[index])).unsqueeze(1)
-    masks = torch.from_numpy(np.ascontiguousarray(data.masks[index])).unsqueeze(1).float()
-    batch = {"image": images.to(device), "mask": masks.to(device)}
-    if context_slices > 0:
-        picks = [data.neighbour_index(int(i), context_slices) for i in index]
-        stack = np.stack([data.images[ix] for ix, _ in picks])
-        batch["slices"] = torch.from_numpy(stack).to(device)
-        batch["slices_real"] = torch.tensor([real for _, real in picks], device=device)
-    return batch
+    return to_device(host_batch(data, index, context_slices), device)
 
 
 def geometric_augment(batch: Batch, gen: torch.Generator) -> Batch:
@@ -84,9 +78,9 @@ def validation_dsc(method: Method, data: DomainData, index: np.ndarray, profile:
         return float("nan")
     method.train(False)
     scores = []
-    for start in range(0, len(index), profile.eval_batch_size):
-        batch = to_batch(data, index[start:start + profile.eval_batch_size], device,
-                         method.context_slices)
+    chunks = [index[s:s + profile.eval_batch_size]
+              for s in range(0, len(index), profile.eval_batch_size)]
+    for batch in batch_stream(data, chunks, device, method.context_slices):
         pred = (method.predict_batch(batch) >= profile.threshold).float()
         ref = batch["mask"]
         inter = (pred * ref).flatten(1).sum(1)
@@ -183,9 +177,10 @@ def train(method: Method, data: DomainData, train_idx: np.ndarray, val_idx: np.n
             method.train(True)
             with reporter.task(f"epoch {epoch + 1} steps", total=n_steps,
                                quiet_ends=True, completed=first_step) as steps_task:
-                for step in range(first_step, n_steps):
-                    batch = to_batch(data, order[step * bs:(step + 1) * bs], device,
-                                     method.context_slices)
+                feed = batch_stream(data, [order[s * bs:(s + 1) * bs]
+                                           for s in range(first_step, n_steps)],
+                                    device, method.context_slices)
+                for step, batch in zip(range(first_step, n_steps), feed, strict=True):
                     if profile.geometric_aug:
                         batch = geometric_augment(batch, gen)
                     views = {g: method.make_view(g, batch, gen) for g in groups}

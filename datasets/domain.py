@@ -1,8 +1,9 @@
 """The Domain contract: a named source of samples, synthetic or real, loaded as arrays.
 
 A Domain turns its source (generator parameters, DICOM files...) into a `DomainData` at the
-requested square image size. Images are float32 in [0, 1], bright = dense/calcification
-(MONOCHROME2), masks uint8 {0, 1}; spacing is (row, col) mm in the returned pixel grid.
+requested square image size, cached as a shard store (datasets/shards.py) read lazily.
+Images are float32 in [0, 1], bright = dense/calcification (MONOCHROME2), masks uint8
+{0, 1}; spacing is (row, col) mm in the returned pixel grid.
 """
 
 from __future__ import annotations
@@ -17,14 +18,18 @@ from typing import Any
 
 import numpy as np
 
+from datasets.shards import LazyArray
+
 
 @dataclass
 class DomainData:
-    """All samples of one domain at one image size, stacked for fast training and evaluation."""
+    """All samples of one domain at one image size. `images` and `masks` are numpy arrays or,
+    when read from the cache, `LazyArray`s that read only the rows asked for (so a domain
+    larger than RAM trains); index them with the rows you need, never whole."""
 
     domain: str
-    images: np.ndarray  # (N, H, W) float32 in [0, 1]
-    masks: np.ndarray  # (N, H, W) uint8 in {0, 1}
+    images: np.ndarray | LazyArray  # (N, H, W) float32 in [0, 1]
+    masks: np.ndarray | LazyArray  # (N, H, W) uint8 in {0, 1}
     spacing_mm: np.ndarray  # (N, 2) float64, (row, col) mm per pixel of `images`
     patient_ids: list[str]
     image_ids: list[str]
@@ -80,7 +85,7 @@ class DomainData:
         return cached
 
     def subset(self, index: np.ndarray | list[int]) -> DomainData:
-        """Rows `index` as a new DomainData (arrays are copied by fancy indexing)."""
+        """Rows `index` as a new DomainData (those rows are read into memory)."""
         idx = np.asarray(index, dtype=np.int64)
         return DomainData(
             domain=self.domain,

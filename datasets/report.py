@@ -19,25 +19,47 @@ from datasets.domain import DomainData
 ViewFn = Callable[[np.ndarray, np.ndarray], list[tuple[str, np.ndarray, np.ndarray]]]
 
 
+CHUNK_ROWS = 64  # rows read at a time: the statistics stream over a cached domain
+
+
+def _chunks(data: DomainData) -> Any:
+    """(first row, images, masks) of consecutive row blocks (never the whole domain)."""
+    for r0 in range(0, len(data), CHUNK_ROWS):
+        rows = np.arange(r0, min(r0 + CHUNK_ROWS, len(data)))
+        yield r0, np.asarray(data.images[rows]), np.asarray(data.masks[rows])
+
+
 def breast_pixels(data: DomainData, max_pixels: int = 2_000_000) -> np.ndarray:
-    """Pixel values strictly between 0 and 1 over all images (subsampled to `max_pixels`)."""
-    step = max(1, int(np.ceil(data.images.size / max_pixels)))
-    flat = data.images.reshape(-1)[::step]
-    return flat[(flat > 0.0) & (flat < 1.0)]
+    """Pixel values strictly between 0 and 1 over all images (every `step`-th pixel of the
+    flattened domain, `step` chosen to keep at most `max_pixels`), read chunk by chunk."""
+    per_image = int(np.prod(data.images.shape[1:])) if len(data) else 0
+    step = max(1, int(np.ceil(len(data) * per_image / max_pixels)))
+    parts = []
+    for r0, images, _ in _chunks(data):
+        first = (-r0 * per_image) % step
+        flat = images.reshape(-1)[first::step]
+        parts.append(flat[(flat > 0.0) & (flat < 1.0)])
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 def intensity_stats(data: DomainData) -> dict[str, Any]:
     """Mean, sd and 1/50/99th percentiles of breast pixels, cluster and mask-area fractions."""
     vals = breast_pixels(data).astype(np.float64)
     p1, p50, p99 = np.percentile(vals, [1, 50, 99]) if vals.size else (np.nan,) * 3
-    positive = data.masks.reshape(len(data), -1).any(axis=1)
-    area = data.masks.reshape(len(data), -1).mean(axis=1)
+    positive = np.zeros(len(data), bool)
+    area = np.zeros(len(data), np.float64)
+    breast = 0
+    for r0, images, masks in _chunks(data):
+        flat = masks.reshape(len(masks), -1)
+        positive[r0:r0 + len(masks)] = flat.any(axis=1)
+        area[r0:r0 + len(masks)] = flat.mean(axis=1)
+        breast += int(((images > 0) & (images < 1)).sum())
     return {
         "domain": data.domain,
         "images": len(data),
         "image_size": int(data.images.shape[-1]) if len(data) else 0,
         "spacing_mm": float(data.spacing_mm[0, 0]) if len(data) else float("nan"),
-        "breast_fraction": float(((data.images > 0) & (data.images < 1)).mean())
+        "breast_fraction": breast / (len(data) * int(np.prod(data.images.shape[1:])))
         if len(data) else float("nan"),
         "mean": float(vals.mean()) if vals.size else float("nan"),
         "std": float(vals.std()) if vals.size else float("nan"),
@@ -54,8 +76,10 @@ def intensity_stats(data: DomainData) -> dict[str, Any]:
 def _pick(data: DomainData, n: int, rng: np.random.Generator) -> list[int]:
     """Up to n images, those with a cluster first, one per patient where possible."""
     order = rng.permutation(len(data))
-    positive = [i for i in order if data.masks[i].any()]
-    negative = [i for i in order if not data.masks[i].any()]
+    has = [bool(m["has_cluster"]) if "has_cluster" in m else bool(data.masks[i].any())
+           for i, m in enumerate(data.meta)]  # meta first: no pixel read per image
+    positive = [i for i in order if has[i]]
+    negative = [i for i in order if not has[i]]
     chosen: list[int] = []
     seen: set[str] = set()
     for pool in (positive, negative):

@@ -78,8 +78,8 @@ def test_cache_is_reused_without_decoding(tree: Path, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     binding = Binding("c", "folder", str(tree), {})
     first = RealDomain(binding).load(32, tmp_path)
-    files = list((tmp_path / "real").glob("*.npz"))
-    assert len(files) == 1 and not list((tmp_path / "real").glob(".*tmp"))
+    files = list((tmp_path / "shards" / "real").glob("*/manifest.json"))
+    assert len(files) == 1 and not list((tmp_path / "shards" / "real").glob("*/.*tmp"))
 
     import pydicom
 
@@ -109,10 +109,10 @@ def test_fingerprint_follows_files_and_settings(tree: Path, tmp_path: Path) -> N
 def test_corrupt_cache_is_rebuilt(tree: Path, tmp_path: Path) -> None:
     binding = Binding("k", "folder", str(tree), {"tiles": 1})
     RealDomain(binding).load(32, tmp_path)
-    path = next((tmp_path / "real").glob("*.npz"))
+    path = next((tmp_path / "shards" / "real").glob("*/shard-00000.masks.npy"))
     path.write_bytes(path.read_bytes()[:100])
     dom = RealDomain(binding)
-    with pytest.warns(UserWarning, match="unreadable"):
+    with pytest.warns(UserWarning, match="shard-00000.masks.npy"):
         data = dom.load(32, tmp_path)
     assert dom.decode_count == 1 and all(m["block"] == "full" for m in data.meta)
 

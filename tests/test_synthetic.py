@@ -157,13 +157,13 @@ def test_monochrome1_storage_is_corrected(tiny_path: Path, tiny: DomainData) -> 
 
 
 def test_cache_hit_regeneration_and_progress(tiny_path: Path, tmp_path: Path) -> None:
-    """Second load reads the npz; a changed parameter or size regenerates."""
+    """Second load reads the shard store; a changed parameter or size regenerates."""
     dom = SyntheticDomain.from_toml(tiny_path)
     rep = FakeReporter()
     first = dom.load(32, tmp_path, progress=rep)
     assert dom.generation_count == 1 and rep.advanced == 6 and rep.tasks[0][1] == 6
-    path = dom.cache_path(32, tmp_path)
-    assert path.parent == tmp_path / "synthetic" and path.exists()
+    path = dom.cache_path(32, tmp_path) / "manifest.json"
+    assert path.parent.parent == tmp_path / "shards" / "synthetic" and path.exists()
     mtime = path.stat().st_mtime_ns
     fresh = SyntheticDomain.from_toml(tiny_path)
     t0 = time.perf_counter()
@@ -173,6 +173,7 @@ def test_cache_hit_regeneration_and_progress(tiny_path: Path, tmp_path: Path) ->
     np.testing.assert_array_equal(second.images, first.images)
     assert second.meta == first.meta and second.image_ids == first.image_ids
     assert not [p for p in path.parent.iterdir() if p.suffix == ".tmp"]
+    assert type(second.images).__name__ == "LazyArray"  # read lazily, not loaded whole
     changed = SyntheticDomain(dom.params.with_overrides({"acquisition.bit_depth": 8}))
     assert changed.fingerprint() != dom.fingerprint()
     changed.load(32, tmp_path)
@@ -183,16 +184,16 @@ def test_cache_hit_regeneration_and_progress(tiny_path: Path, tmp_path: Path) ->
 
 
 def test_corrupt_cache_is_regenerated(tiny_path: Path, tmp_path: Path) -> None:
-    """A truncated cache file is logged and regenerated, not a crash."""
+    """A truncated shard is logged and regenerated, not a crash."""
     dom = SyntheticDomain.from_toml(tiny_path)
     good = dom.load(32, tmp_path)
-    path = dom.cache_path(32, tmp_path)
+    path = dom.cache_path(32, tmp_path) / "shard-00000.images.npy"
     path.write_bytes(path.read_bytes()[:200])  # truncated file
     rep = FakeReporter()
     again = SyntheticDomain.from_toml(tiny_path)
     data = again.load(32, tmp_path, progress=rep)
     assert again.generation_count == 1
-    assert any("regenerating" in line for line in rep.logs)
+    assert any("shard-00000" in line and "rebuilding" in line for line in rep.logs)
     np.testing.assert_array_equal(data.images, good.images)
     assert SyntheticDomain.from_toml(tiny_path).load(32, tmp_path) is not None
 
@@ -282,4 +283,5 @@ def test_atomic_write_leaves_no_temp_on_failure(tiny_path: Path, tmp_path: Path,
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
         dom.load(16, tmp_path)
-    assert not list((tmp_path / "synthetic").iterdir())
+    left = [f.name for f in dom.cache_path(16, tmp_path).iterdir() if f.name != ".build.lock"]
+    assert not left  # no shard, no temp file, no manifest

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,14 +22,16 @@ from datasets.domain import Domain, DomainData
 from datasets.domain import log_message as _log
 from datasets.domain import progress_task as _task
 from datasets.real.bindings import Binding
-from datasets.real.cache import cache_path, read_cache, write_cache
 from datasets.real.cases import Adapter, Case, Frame
 from datasets.real.formats import make_adapter
 from datasets.real.preprocess import PreprocessConfig, preprocess
 from datasets.real.problems import CaseError, Problem, why
+from datasets.shard_build import Sample, ShardWriter, build_store, open_or_build, rows_of
+from datasets.shards import store_folder
 
 PREPROCESS_KEYS = ("tiles", "crop", "min_breast_fraction", "crop_margin")
 MAX_LOGGED_PROBLEMS = 10
+CASES_PER_SHARD = 32  # single images per shard (~128 samples, ~160 MB at 512 px)
 
 
 @cache
@@ -62,6 +64,7 @@ class RealDomain(Domain):
         self._adapter: Adapter | None = None
         self._fingerprint: str | None = None
         self.decode_count = 0  # how many times images were decoded (not read from cache)
+        self.workers: int | None = None  # build processes (None: every available core)
         self.problems: list[Problem] = []
 
     @property
@@ -98,63 +101,99 @@ class RealDomain(Domain):
                 "source_files": len(a.source_files()), "fingerprint": self.fingerprint()}
 
     def load(self, image_size: int, cache_dir: Path | None, progress: Any = None) -> DomainData:
-        """Every kept block at image_size x image_size, from the cache when it is sound."""
-        path = None if cache_dir is None else cache_path(Path(cache_dir), self.name,
-                                                         self.fingerprint(), image_size)
-        if path is not None and path.exists():
-            try:
-                data, header = read_cache(path, self.fingerprint(), image_size)
-                self.problems = [Problem(**p) for p in header.get("problems", [])]
-                return data
-            except Exception as exc:  # corrupt / truncated / foreign: rebuild
-                _log(progress, f"warning: cache {path.name} is unreadable ({why(exc)}); "
-                               "rebuilding")
-        data = self.build(image_size, progress)
-        if path is not None:
-            header = {"name": self.name, "fingerprint": self.fingerprint(),
-                      "image_size": image_size, "data_format": self.binding.format,
-                      "preprocess": self.preprocess.as_dict(), "code": code_version(),
-                      "problems": [p.__dict__ for p in self.problems],
-                      "created": time.time()}
-            write_cache(path, data, header)
-        return data
+        """Every kept block at image_size x image_size, read lazily from the shard store (built
+        first, decoding in `self.workers` processes, when missing or unsound). Without a cache
+        folder the domain is decoded into memory."""
+        if cache_dir is None:
+            return self.build(image_size, progress)
+        folder = store_folder(Path(cache_dir), "real", self.name, self.fingerprint(), image_size)
+        built = []
+        manifest, arrays, records = open_or_build(
+            folder, image_size, lambda: built.append(self._build(folder, image_size, progress)),
+            progress)
+        self.problems = [Problem(**p) for p in manifest.get("problems", [])]
+        rows = rows_of(records)
+        if not rows["image_ids"]:
+            raise UserError(self._no_image_message(self.problems))
+        split = self._split(rows["patient_ids"], rows["split"], progress, warn=bool(built))
+        return DomainData(domain=self.name, images=arrays["images"], masks=arrays["masks"],
+                          spacing_mm=np.asarray(rows["spacing_mm"], np.float64).reshape(-1, 2),
+                          patient_ids=rows["patient_ids"], image_ids=rows["image_ids"],
+                          meta=rows["meta"], official_split=split)
+
+    def units(self, cases: list[Case]) -> list[list[int]]:
+        """Case indices per shard: each volume alone (a DBT volume is hundreds of samples),
+        runs of up to CASES_PER_SHARD single images together."""
+        out: list[list[int]] = []
+        for i, case in enumerate(cases):
+            if case.volume or not out or len(out[-1]) >= CASES_PER_SHARD or \
+                    cases[out[-1][0]].volume:
+                out.append([i])
+            else:
+                out[-1].append(i)
+        return out
+
+    def _build(self, folder: Path, image_size: int, progress: Any) -> int:
+        """Decode and preprocess every case into the shard store, in a process pool; returns
+        how many cases were decoded. Problems are collected and logged as before."""
+        self.decode_count += 1
+        cases, scan_problems = self.adapter.scan()
+        units = self.units(cases)
+        adapter, config = self.adapter, self.preprocess
+
+        def produce(unit: int, writer: ShardWriter) -> None:
+            for i in units[unit]:
+                for sample in case_samples(cases[i], adapter, config, image_size, writer):
+                    writer.add(sample)
+                writer.note("cases_decoded")
+
+        header = {"name": self.name, "fingerprint": self.fingerprint(), "kind": "real",
+                  "image_size": image_size, "data_format": self.binding.format,
+                  "preprocess": self.preprocess.as_dict(), "code": code_version(),
+                  "problems": [p.__dict__ for p in scan_problems]}
+        records = build_store(folder, image_size, len(units), produce, header,
+                              workers=self.workers, progress=progress,
+                              label=f"decoding {self.name} ({len(cases)} cases)",
+                              weights=[len(u) for u in units])
+        problems = scan_problems + [Problem(**p) for r in records for p in r["problems"]]
+        defaulted = sum(r["notes"].get("defaulted_spacing", 0) for r in records)
+        self._log_problems(problems, defaulted, progress)
+        return sum(r["notes"].get("cases_decoded", 0) for r in records)
 
     def build(self, image_size: int, progress: Any = None) -> DomainData:
-        """Decode and preprocess every case (no cache); problems are collected and logged."""
+        """Decode and preprocess every case into memory (no cache: small data and tests)."""
         self.decode_count += 1
         cases, problems = self.adapter.scan()
-        images: list[np.ndarray] = []
-        masks: list[np.ndarray] = []
-        spacing: list[tuple[float, float]] = []
-        pids: list[str] = []
-        iids: list[str] = []
-        metas: list[dict[str, Any]] = []
-        split: list[str | None] = []
-        defaulted = 0
+        sink = _MemorySink()
         with _task(progress, f"decoding {self.name} ({len(cases)} cases)", len(cases)) as task:
             for case in cases:
-                try:
-                    frames = read_case(case)
-                except CaseError as exc:
-                    problems.append(exc.problem)
-                    frames = []
-                for frame in frames:
-                    sp = frame.spacing_mm
-                    if sp is None:
-                        sp, defaulted = (self.adapter.default_spacing_mm,) * 2, defaulted + 1
-                        frame.spacing_source = "dataset default"
-                    for s in preprocess(frame.image, frame.mask, sp, image_size, self.preprocess):
-                        meta = frame_meta(case, frame, s.block, bool(s.mask.any()))
-                        images.append(s.image)
-                        masks.append(s.mask)
-                        spacing.append(s.spacing_mm)
-                        pids.append(case.patient_id)
-                        iids.append(meta.pop("_image_id"))
-                        metas.append(meta)
-                        split.append(case.official_split)
+                for sample in case_samples(case, self.adapter, self.preprocess, image_size, sink):
+                    sink.add(sample)
                 if task is not None:
                     task.advance(1)
+        problems = problems + [Problem(**p) for p in sink.problems]
         self.problems = problems
+        self._log_problems(problems, sink.notes.get("defaulted_spacing", 0), progress)
+        if not sink.samples:
+            raise UserError(self._no_image_message(problems))
+        s = sink.samples
+        pids = [x.patient_id for x in s]
+        return DomainData(domain=self.name, images=np.stack([x.image for x in s]),
+                          masks=np.stack([x.mask for x in s]),
+                          spacing_mm=np.asarray([x.spacing_mm for x in s], np.float64),
+                          patient_ids=pids, image_ids=[x.image_id for x in s],
+                          meta=[x.meta for x in s],
+                          official_split=self._split(pids, [x.split for x in s], progress,
+                                                     warn=True))
+
+    def _no_image_message(self, problems: list[Problem]) -> str:
+        """The one-line error when no image survived."""
+        first = f"; first problem: {problems[0]}" if problems else ""
+        return (f"data '{self.name}' ({self.binding.format} at {self.binding.root}) has no "
+                f"usable image{first}")
+
+    def _log_problems(self, problems: list[Problem], defaulted: int, progress: Any) -> None:
+        """Warn about defaulted spacings and the first MAX_LOGGED_PROBLEMS problems."""
         if defaulted:
             _log(progress, f"warning: {self.name} ({self.adapter.label}): {defaulted} image(s) "
                            f"carry no PixelSpacing/ImagerPixelSpacing; using the "
@@ -165,31 +204,72 @@ class RealDomain(Domain):
         if len(problems) > MAX_LOGGED_PROBLEMS:
             _log(progress, f"warning: {self.name}: {len(problems) - MAX_LOGGED_PROBLEMS} more "
                            f"problem(s); `bench data verify {self.name}` lists them all")
-        if not images:
-            first = f"; first problem: {problems[0]}" if problems else ""
-            raise UserError(f"data '{self.name}' ({self.binding.format} at "
-                            f"{self.binding.root}) has no usable image{first}")
-        has_split = any(s is not None for s in split)
-        if has_split:
-            split = self._one_split_per_patient(pids, split, progress)
-        return DomainData(domain=self.name, images=np.stack(images), masks=np.stack(masks),
-                          spacing_mm=np.asarray(spacing, np.float64), patient_ids=pids,
-                          image_ids=iids, meta=metas,
-                          official_split=[s or "train" for s in split] if has_split else None)
 
-    def _one_split_per_patient(self, pids: list[str], split: list[str | None], progress: Any
-                               ) -> list[str | None]:
+    def _split(self, pids: list[str], split: list[str | None], progress: Any, warn: bool
+               ) -> list[str] | None:
+        """The official split per image (None when the dataset has none), one per patient;
+        the move warning is logged when `warn` (after a build, not on every cache read)."""
+        if not any(s is not None for s in split):
+            return None
+        fixed = self._one_split_per_patient(pids, split, progress, warn)
+        return [s or "train" for s in fixed]
+
+    def _one_split_per_patient(self, pids: list[str], split: list[str | None], progress: Any,
+                               warn: bool = True) -> list[str | None]:
         """A patient with any official test image is test throughout (CBIS-DDSM's calc and
         mass splits were drawn separately, so `--abnormality both` can put one patient in
         both); otherwise the patient-level split would leak."""
         test_patients = {p for p, s in zip(pids, split, strict=True) if s == "test"}
         moved = sum(1 for p, s in zip(pids, split, strict=True)
                     if p in test_patients and s != "test")
-        if moved:
+        if moved and warn:
             _log(progress, f"warning: {self.name}: {moved} official-train image(s) belong to "
                            "patients with official-test images; they are moved to test so "
                            "no patient spans two splits")
         return ["test" if p in test_patients else s for p, s in zip(pids, split, strict=True)]
+
+
+class _MemorySink:
+    """Collects samples, problems and notes in memory (the no-cache path of `build`)."""
+
+    def __init__(self) -> None:
+        self.samples: list[Sample] = []
+        self.problems: list[dict[str, Any]] = []
+        self.notes: dict[str, int] = {}
+
+    def add(self, sample: Sample) -> None:
+        """Keep one sample."""
+        self.samples.append(sample)
+
+    def problem(self, problem: dict[str, Any]) -> None:
+        """Keep one problem."""
+        self.problems.append(problem)
+
+    def note(self, key: str, n: int = 1) -> None:
+        """Count one event."""
+        self.notes[key] = self.notes.get(key, 0) + n
+
+
+def case_samples(case: Case, adapter: Adapter, config: PreprocessConfig, image_size: int,
+                 sink: Any) -> Iterator[Sample]:
+    """Decode one case and yield its preprocessed samples; a decoding failure goes to
+    `sink.problem` (the case is left out) and a defaulted spacing to `sink.note`."""
+    try:
+        frames = read_case(case)
+    except CaseError as exc:
+        sink.problem(exc.problem.__dict__)
+        return
+    for frame in frames:
+        sp = frame.spacing_mm
+        if sp is None:
+            sp = (adapter.default_spacing_mm,) * 2
+            frame.spacing_source = "dataset default"
+            sink.note("defaulted_spacing")
+        for s in preprocess(frame.image, frame.mask, sp, image_size, config):
+            meta = frame_meta(case, frame, s.block, bool(s.mask.any()))
+            iid = meta.pop("_image_id")
+            yield Sample(s.image, s.mask, tuple(float(v) for v in s.spacing_mm),
+                         case.patient_id, iid, meta, case.official_split)
 
 
 def read_case(case: Case) -> list[Frame]:

@@ -2,8 +2,9 @@
 
 `load(image_size, cache_dir)` generates every image on the domain's native pixel grid
 (anatomy.py -> acquisition.py), resamples images by area averaging and masks by area
-fraction >= 0.5 to image_size x image_size, and caches the result as one compressed .npz per
-(fingerprint, image_size) under `cache_dir/synthetic/`, written atomically. The fingerprint
+fraction >= 0.5 to image_size x image_size, and caches the result as a shard store per
+(fingerprint, image_size) under `cache_dir/shards/synthetic/` (datasets/shards.py), built by a
+process pool and read lazily. The fingerprint
 hashes the canonical parameters, GENERATOR_VERSION and the source text of the generator
 modules, so editing either regenerates.
 """
@@ -12,22 +13,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import time
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmark.io import atomic_write
 from datasets.domain import Domain, DomainData
-from datasets.domain import log_message as _log
 from datasets.domain import progress_task as _task
+from datasets.shard_build import Sample, ShardWriter, build_store, open_or_build, rows_of
+from datasets.shards import store_folder
 from datasets.synthetic import acquisition, anatomy, params
 from datasets.synthetic.params import GENERATOR_VERSION, DomainParams, load_domain_toml
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: sharded .npy store (datasets/shards.py); 1 was one npz
+SHARD_BYTES = 64 << 20
 
 
 @cache
@@ -75,6 +75,7 @@ class SyntheticDomain(Domain):
         self.params = domain_params
         self.name = domain_params.name
         self.generation_count = 0  # how many times images were generated (not read from cache)
+        self.workers: int | None = None  # build processes (None: every available core)
 
     @classmethod
     def from_toml(cls, path: str | Path, name: str | None = None) -> SyntheticDomain:
@@ -116,24 +117,29 @@ class SyntheticDomain(Domain):
         }
 
     def cache_path(self, image_size: int, cache_dir: Path) -> Path:
-        """The npz file that holds this domain at `image_size`."""
-        return Path(cache_dir) / "synthetic" / f"{self.name}-{self.fingerprint()}-{image_size}.npz"
+        """The shard-store folder that holds this domain at `image_size`."""
+        return store_folder(Path(cache_dir), "synthetic", self.name, self.fingerprint(),
+                            image_size)
 
     def load(self, image_size: int, cache_dir: Path | None, progress: Any = None) -> DomainData:
-        """Every image at image_size x image_size, from the cache when it is there and sound."""
+        """Every image at image_size x image_size, read lazily from the shard store (built
+        first, in `self.workers` processes, when missing or unsound). Without a cache folder
+        the domain is generated in memory."""
         if image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
-        path = None if cache_dir is None else self.cache_path(image_size, Path(cache_dir))
-        if path is not None and path.exists():
-            try:
-                return self._read_cache(path, image_size)
-            except Exception as exc:  # a corrupt / truncated / foreign file: regenerate
-                _log(progress, f"warning: synthetic cache {path.name} is unreadable "
-                               f"({type(exc).__name__}: {exc}); regenerating")
-        data = self.generate(image_size, progress)
-        if path is not None:
-            self._write_cache(path, data, image_size)
-        return data
+        if cache_dir is None:
+            return self.generate(image_size, progress)
+        folder = self.cache_path(image_size, Path(cache_dir))
+        _manifest, arrays, records = open_or_build(
+            folder, image_size, lambda: self._build(folder, image_size, progress), progress)
+        rows = rows_of(records)
+        if len(rows["image_ids"]) != self.params.n_images:
+            raise ValueError(f"cache {folder} holds {len(rows['image_ids'])} images, expected "
+                             f"{self.params.n_images}")
+        return DomainData(domain=self.name, images=arrays["images"], masks=arrays["masks"],
+                          spacing_mm=np.asarray(rows["spacing_mm"], np.float64).reshape(-1, 2),
+                          patient_ids=rows["patient_ids"], image_ids=rows["image_ids"],
+                          meta=rows["meta"])
 
     def generate(self, image_size: int, progress: Any = None) -> DomainData:
         """Simulate every case and resample it to image_size (no cache involved)."""
@@ -165,33 +171,38 @@ class SyntheticDomain(Domain):
                                              / image_size, np.float64),
                           patient_ids=patient_ids, image_ids=image_ids, meta=metas)
 
-    def _write_cache(self, path: Path, data: DomainData, image_size: int) -> None:
-        """Write the npz atomically: a temp file in the same folder, then os.replace."""
-        header = {"fingerprint": self.fingerprint(), "image_size": image_size,
-                  "name": self.name, "format": CACHE_FORMAT, "created": time.time()}
-        atomic_write(path, lambda fh: np.savez_compressed(
-            fh, images=data.images, masks=data.masks, spacing_mm=data.spacing_mm,
-            patient_ids=np.array(data.patient_ids), image_ids=np.array(data.image_ids),
-            meta=np.array(json.dumps(data.meta)), header=np.array(json.dumps(header))))
+    def patients_per_shard(self, image_size: int) -> int:
+        """Patients per shard: about 64 MiB of samples, and at least 8 shards when the domain
+        has 8 patients (so a pool has work to share). Independent of the worker count, so a
+        build resumed with other workers reuses its shards."""
+        p = self.params
+        per_patient = len(p.dataset.views) * int(p.dataset.slices_per_view)
+        by_size = max(1, SHARD_BYTES // (image_size * image_size * 5 * per_patient))
+        return max(1, min(by_size, -(-int(p.dataset.n_patients) // 8)))
 
-    def _read_cache(self, path: Path, image_size: int) -> DomainData:
-        """Read and check a cached npz (raises on any inconsistency)."""
-        with np.load(path, allow_pickle=False) as z:
-            header = json.loads(str(z["header"]))
-            if header.get("fingerprint") != self.fingerprint() or \
-                    header.get("image_size") != image_size:
-                raise ValueError("header does not match this domain")
-            images = z["images"]
-            masks = z["masks"]
-            data = DomainData(domain=self.name, images=images, masks=masks,
-                              spacing_mm=z["spacing_mm"],
-                              patient_ids=[str(s) for s in z["patient_ids"]],
-                              image_ids=[str(s) for s in z["image_ids"]],
-                              meta=json.loads(str(z["meta"])))
-        expect = (self.params.n_images, image_size, image_size)
-        if images.shape != expect or masks.shape != expect or images.dtype != np.float32:
-            raise ValueError(f"arrays have shape {images.shape}, expected {expect}")
-        return data
+    def _build(self, folder: Path, image_size: int, progress: Any) -> None:
+        """Generate every patient into the shard store (resuming finished shards)."""
+        self.generation_count += 1
+        p = self.params
+        group = self.patients_per_shard(image_size)
+        n_patients = int(p.dataset.n_patients)
+        tile = float(p.dataset.tile_mm) / image_size
+
+        def produce(unit: int, writer: ShardWriter) -> None:
+            for patient in range(unit * group, min((unit + 1) * group, n_patients)):
+                for image, mask, pid, iid, meta in patient_images(p, self.name, patient,
+                                                                  image_size):
+                    writer.add(Sample(image, mask, (tile, tile), pid, iid, meta))
+
+        header = {"fingerprint": self.fingerprint(), "name": self.name, "kind": "synthetic"}
+        n_units = -(-n_patients // group)
+        per_patient = p.n_images // n_patients
+        weights = [per_patient * (min((u + 1) * group, n_patients) - u * group)
+                   for u in range(n_units)]
+        build_store(folder, image_size, n_units, produce, header, workers=self.workers,
+                    progress=progress,
+                    label=f"generating synthetic {self.name} ({p.n_images} images)",
+                    weights=weights)
 
 
 PatientImage = tuple[np.ndarray, np.ndarray, str, str, dict[str, Any]]
