@@ -27,11 +27,13 @@ largest-component step; weight decay 1e-3 (the harness protocol; the code uses n
 harness's flips / rot90 (the code has no augmentation besides the frequency transform).
 Random draws in `update` (partner clients, bank entries, lam) come from torch's global
 generator, which the harness seeds per (seed, epoch). The `quick` profile uses base width 6
-(paper 16: 3.18 M parameters). Every step runs three clients x (inner forward and gradient,
-outer forward, backward through both), so a step still costs about 3x `unet`'s on a shared
-2-core CPU (measured under load; width 4 was no faster, the cost is per-layer overhead, not
-convolution arithmetic); the parameter count
-reported is the global model's.
+(paper 16: 3.18 M parameters; quick: 0.45 M). Every step runs three clients x (inner forward
+and gradient, outer forward, backward through both), so a step costs about 4.5x `unet`'s at
+the quick width on a 2-core CPU (`bench perf train -m unet -m feddg`; width 4 was no faster,
+the cost is per-layer overhead, not convolution arithmetic); the parameter count reported is
+the global model's. Departure [ours]: the head's bias starts at the foreground prior
+pi = 0.025 (methods/networks/feddg_unet.py; the code's zero bias with the Dice-only loss left
+80-85 % of the pixels foreground after the quick budget). docs/methods/feddg.md.
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ def _conv_bn_relu(cin: int, cout: int, kernel: int, dilation: int = 1) -> nn.Seq
 
 
 class ASPP(nn.Module):
-    """Atrous spatial pyramid pooling; returns (pre-BN projection, BN-ReLU-Dropout output)."""
+    """Atrous spatial pyramid pooling; returns (pre-BN projection, BN-ReLU output). `post`'s
+    dropout (index 2) is applied by the caller, so the domain head can be fed before it."""
 
     def __init__(self, cin: int, channels: int, rates: tuple[int, ...] = (6, 12, 18)) -> None:
         super().__init__()
@@ -53,7 +54,7 @@ class ASPP(nn.Module):
         feats = [b(x) for b in self.branches]
         feats.append(F.interpolate(self.pool(x), size=size, mode="bilinear", align_corners=True))
         pre = self.project(torch.cat(feats, dim=1))
-        return pre, self.post(pre)
+        return pre, self.post[1](self.post[0](pre))
 
 
 class DofeDeepLab(nn.Module):
@@ -61,8 +62,12 @@ class DofeDeepLab(nn.Module):
 
     def __init__(self, num_domains: int, encoder: str = "mobilenetv2_100",
                  aspp_channels: int = 256, low_channels: int = 48,
-                 head_channels: int = 256, prior: float = 0.025) -> None:
+                 head_channels: int = 256, prior: float = 0.025,
+                 domain_before_dropout: bool = False) -> None:
         super().__init__()
+        # False: the reference layout, the domain head reads the ASPP output after Dropout(0.5);
+        # True: the pool fix, it reads it before (see methods/dofe.py, "knowledge pool").
+        self.domain_before_dropout = domain_before_dropout
         self.encoder = timm.create_model(encoder, features_only=True, pretrained=False,
                                          in_chans=1, out_indices=(1, 4), output_stride=16)
         low_in, high_in = self.encoder.feature_info.channels()
@@ -88,10 +93,11 @@ class DofeDeepLab(nn.Module):
         """Images (B,1,H,W) in [0,1] -> (logits (B,1,H,W), domain logits (B,K), pooled h_s
         (B,F)); `inject=False` is the plain DeepLabv3+ of the pre-training stage."""
         low, high = self.encoder(x * 2.0 - 1.0)  # DoFE normalises to [-1, 1]
-        pre, aspp = self.aspp(high)
+        pre, act = self.aspp(high)
         up = F.interpolate(pre, size=low.shape[-2:], mode="bilinear", align_corners=True)
         h_s = self.semantic_bn(torch.cat([up, self.low(low)], dim=1))
-        domain_logits = self.domain_code(aspp).flatten(1)
+        domain_in = act if self.domain_before_dropout else self.aspp.post[2](act)
+        domain_logits = self.domain_code(domain_in).flatten(1)
         h = h_s
         if inject:
             attention = torch.softmax(domain_logits, dim=1)

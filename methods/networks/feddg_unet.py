@@ -8,9 +8,19 @@ parameters and fast weights are just the conv weights. `forward` returns the log
 last decoder feature y1 (2n channels, full resolution) used as the boundary embedding. The
 code's hand-written functional layers (forced `.cuda()`) are replaced by
 `torch.func.functional_call` on this ordinary module.
+
+Departure [ours]: the head's bias starts at log(pi / (1 - pi)), pi = 0.025 (about the
+cluster-mask foreground fraction of our domains), the prior-probability initialisation of
+Lin et al. (ICCV 2017) that Dofe's head uses too (methods/networks/dofe_deeplab.py). FedDG's
+code leaves PyTorch's default (bias ~ 0, p ~ 0.5 everywhere); with its Dice-only loss on ~2.5 %
+foreground the quick budget then ends with 80-85 % of the pixels called foreground (validation
+DSC 0.04 after one epoch, against 0.40 with the prior bias in a one-seed diagnostic).
+`prior=None` restores the default initialisation.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +62,8 @@ class ConvU(nn.Module):
 class FedDGUnet(nn.Module):
     """`Unet2D(c, n, norm="in")` with one output logit; returns (logits, y1 embedding)."""
 
-    def __init__(self, in_channels: int = 1, base: int = 16) -> None:
+    def __init__(self, in_channels: int = 1, base: int = 16, prior: float | None = 0.025
+                 ) -> None:
         super().__init__()
         n = base
         self.down = nn.ModuleList([ConvD(in_channels, n), ConvD(n, 2 * n), ConvD(2 * n, 4 * n),
@@ -60,6 +71,8 @@ class FedDGUnet(nn.Module):
         self.up = nn.ModuleList([ConvU(16 * n, first=True), ConvU(8 * n), ConvU(4 * n),
                                  ConvU(2 * n)])
         self.head = nn.Conv2d(2 * n, 1, 1)
+        if prior is not None:  # prior-probability bias (module docstring: a departure)
+            nn.init.constant_(self.head.bias, math.log(prior / (1.0 - prior)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.shape[-1] % 16 or x.shape[-2] % 16:
