@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.errors import UserError, closest
+from benchmark.valid import Valid, parse_structured
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,21 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+
+#: The valid values of every profile field (checked for `--set` and for every profile). The
+#: upper bounds only reject typos and overflow (e.g. 1e30); they are far above any real budget.
+PROFILE_VALID: dict[str, Valid] = {
+    "image_size": Valid.integer(16, 8192),
+    "epochs": Valid.integer(1, 100_000),
+    "batch_size": Valid.integer(1, 4096),
+    "eval_batch_size": Valid.integer(1, 4096),
+    "steps_per_epoch": Valid.integer(1, 10_000_000, none_means="one pass over the training split"),
+    "max_images": Valid.split_caps(1, 10_000_000),
+    "split_fractions": Valid.fractions(),
+    "split_seed": Valid.integer(0, 2**31 - 1),
+    "geometric_aug": Valid.flag(),
+    "threshold": Valid.number(0.0, 1.0, low_open=True, high_open=True),
+}
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", image_size=32, epochs=2, batch_size=4, eval_batch_size=8,
@@ -66,11 +82,16 @@ class HParam:
     default: Any  # a value, or a {profile_name: value} mapping (missing profiles use "quick")
     sampler: Callable[[np.random.RandomState], Any] | None = None
     help: str = ""
+    valid: Valid | None = None  # the valid values (None: the default's type, no range)
 
     def default_for(self, profile: str) -> Any:
         if isinstance(self.default, Mapping):
             return self.default.get(profile, self.default.get("quick"))
         return self.default
+
+    def spec(self) -> Valid:
+        """The declared valid values, or a type-only check inferred from the default."""
+        return self.valid or Valid.infer(self.default_for("quick"))
 
 
 def seed_hash(*args: Any) -> int:
@@ -122,11 +143,13 @@ def split_overrides(pairs: list[str], profile: Profile, hparam_names: list[str])
         if key in hparam_names:
             result.hparams[key] = value
         elif key in profile_fields:
-            current = getattr(profile, key)
-            if current is not None and not isinstance(value, type(current)) and not (
-                isinstance(current, float) and isinstance(value, int)
-            ):
-                raise UserError(f"--set {key}={raw}: expected {type(current).__name__}")
+            valid = PROFILE_VALID[key]
+            if isinstance(value, str):  # structured syntax: train:16,val:6 / 0.7,0.1,0.2 / none
+                value = parse_structured(valid, raw)
+            problem = valid.problem(value)
+            if problem:
+                raise UserError(f"--set {key}={raw or repr(raw)}: {problem}; "
+                                f"expected {valid.describe()}")
             result.profile[key] = value
         else:
             known = sorted(profile_fields | set(hparam_names))
@@ -140,6 +163,31 @@ def apply_profile_overrides(profile: Profile, overrides: dict[str, Any]) -> Prof
     if "split_fractions" in overrides:
         overrides = {**overrides, "split_fractions": tuple(overrides["split_fractions"])}
     new = dataclasses.replace(profile, **overrides)
-    if new.image_size < 16 or new.epochs < 1 or new.batch_size < 1:
-        raise UserError("--set: image_size must be >= 16, epochs and batch_size >= 1")
+    check_profile(new, set(overrides))
     return new
+
+
+def check_profile(profile: Profile, set_keys: set[str] | None = None) -> None:
+    """UserError naming the first profile field outside its declared valid values."""
+    for key, valid in PROFILE_VALID.items():
+        value = getattr(profile, key)
+        problem = valid.problem(value)
+        if problem:
+            where = "--set" if key in (set_keys or set()) else f"profile '{profile.name}':"
+            raise UserError(f"{where} {key}={show_value(value)}: {problem}; "
+                            f"expected {valid.describe()}")
+
+
+def show_value(value: Any) -> str:
+    """A value as it would be typed after --set (JSON for numbers and lists, raw strings)."""
+    if isinstance(value, str):
+        return value if value else "''"
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}:{show_value(v)}" for k, v in value.items())
+    if isinstance(value, tuple):
+        value = list(value)
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

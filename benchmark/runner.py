@@ -47,6 +47,7 @@ from benchmark.progress import NullReporter, Reporter
 from benchmark.registry import MethodInfo, get_method
 from benchmark.store import ResultsStore, RunRecord, now_iso
 from benchmark.trainer import load_checkpoint, seed_everything, train
+from benchmark.validate import validate_run
 from datasets.domain import Domain, DomainData
 from datasets.registry import resolve_domain, stand_in_note
 from datasets.splits import make_split, split_hash
@@ -257,6 +258,7 @@ def plan_run(req: RunRequest, reporter: Reporter) -> RunPlan:
     overrides = split_overrides(req.sets, base_profile, [h.name for h in space])
     profile = apply_profile_overrides(base_profile, overrides.profile)
     hparams = {**resolve_hparams(space, profile.name, req.trial), **overrides.hparams}
+    validate_run(info.cls, profile, hparams, set(overrides.hparams) | set(overrides.profile))
     domains = _domains([req.source, *req.targets], reporter)
     source = domains[req.source]
     version = code_version(info)

@@ -16,9 +16,23 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from benchmark.config import HParam
+from benchmark.config import HParam, Profile
+from benchmark.errors import UserError
+from benchmark.valid import Valid
 
 Batch = dict[str, torch.Tensor]  # "image": (B,1,H,W) float in [0,1], "mask": (B,1,H,W) {0,1}
+
+#: Valid values shared by many methods' hparams (learning rate, weight decay, widths).
+LR_RANGE = Valid.number(0.0, 1.0, low_open=True)
+WEIGHT_DECAY_RANGE = Valid.number(0.0, 1.0)
+CHANNELS_RANGE = Valid.integer(1, 1024)
+
+
+def require_divisible(method: str, image_size: int, factor: int, why: str) -> None:
+    """The usual network constraint: image_size a multiple of `factor` (UserError if not)."""
+    if image_size % factor:
+        raise UserError(f"{method}: image_size {image_size} must be divisible by {factor} "
+                        f"({why})")
 
 
 class Method(abc.ABC):
@@ -44,6 +58,10 @@ class Method(abc.ABC):
     #: The runner then trains (or finds) that method's run and evaluates its checkpoints here.
     shares_training_with: ClassVar[str | None] = None
 
+    #: How the networks were initialised, recorded in run.json's `init` ("scratch", "imagenet
+    #: (timm <model>)" or "file <name>"); methods with a `pretrained` hparam set it when built.
+    init: str = "scratch"
+
     #: Hyper-parameters read only at inference (e.g. a branch-selection rule): overriding one
     #: with `--set` never changes the weights, so it never enters the run id of the method
     #: whose training a variant reuses (see `shares_training_with`).
@@ -54,6 +72,12 @@ class Method(abc.ABC):
     def hparam_space(cls) -> list[HParam]:
         """Hyper-parameters with per-profile defaults and samplers (override and extend)."""
         return []
+
+    @classmethod  # noqa: B027 - optional hook
+    def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
+        """Raise UserError (one line naming the keys) when valid hparams and profile values
+        do not fit together, e.g. an image size the network cannot pool. Called before any
+        data, folder or network is created; override to add a method's own constraints."""
 
     def training_groups(self) -> list[str]:
         """Names of the domain-homogeneous batch groups `update` expects (default: one)."""
@@ -160,9 +184,10 @@ class SingleNetworkMethod(Method):
     def hparam_space(cls) -> list[HParam]:
         return [
             HParam("lr", {"smoke": 1e-3, "quick": 1e-3, "paper": 1e-4},
-                   lambda r: float(10 ** r.uniform(-4.5, -2.5)), "Adam learning rate"),
+                   lambda r: float(10 ** r.uniform(-4.5, -2.5)), "Adam learning rate",
+                   LR_RANGE),
             HParam("weight_decay", 1e-3, lambda r: float(10 ** r.uniform(-5, -2)),
-                   "Adam weight decay (paper 4.1.3: 0.001)"),
+                   "Adam weight decay (paper 4.1.3: 0.001)", WEIGHT_DECAY_RANGE),
         ]
 
     @abc.abstractmethod

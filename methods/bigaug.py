@@ -20,6 +20,7 @@ import torch
 
 from benchmark.config import HParam
 from benchmark.registry import register_method
+from benchmark.valid import Valid
 from methods.base import Batch
 from methods.bigaug_transforms import BigAugConfig, bigaug
 from methods.unet import UnetMethod
@@ -37,10 +38,12 @@ class BigAugMethod(UnetMethod):
         return [
             *super().hparam_space(),
             HParam("bigaug_p", 0.5, lambda r: float(r.uniform(0.3, 0.9)),
-                   "probability of each of the nine transformations (paper: 0.5)"),
+                   "probability of each of the nine transformations (paper: 0.5)",
+                   valid=Valid.number(0.0, 1.0)),
             HParam("quality_scale", {"smoke": 32 / 512, "quick": 128 / 512, "paper": 1.0}, None,
                    "acquisition pixel / training-grid pixel: blur and sharpening sigmas and "
-                   "the noise std are taken per 0.1 mm detector pixel (bigaug_transforms)"),
+                   "the noise std are taken per 0.1 mm detector pixel (bigaug_transforms)",
+                   valid=Valid.number(0.0, 100.0, low_open=True)),
         ]
 
     def augment_config(self) -> BigAugConfig:

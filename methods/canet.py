@@ -26,10 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.config import HParam
+from benchmark.config import HParam, Profile
 from benchmark.errors import UserError
 from benchmark.registry import register_method
-from methods.base import Batch, SingleNetworkMethod
+from benchmark.valid import Valid
+from methods.base import CHANNELS_RANGE, Batch, SingleNetworkMethod, require_divisible
 from methods.losses import bce_dice_loss
 from methods.networks.canet import CANet
 
@@ -57,9 +58,16 @@ class CanetMethod(SingleNetworkMethod):
         return [
             *super().hparam_space(),
             HParam("base_channels", {"smoke": 4, "quick": 8, "paper": 32},
-                   lambda r: int(r.choice([16, 32])), "width of the first encoder stage"),
-            HParam("slices", 3, None, "D: slices per input (real neighbours or replicated)"),
+                   lambda r: int(r.choice([16, 32])), "width of the first encoder stage",
+                   valid=CHANNELS_RANGE),
+            HParam("slices", 3, None, "D: slices per input (real neighbours or replicated)",
+                   valid=Valid.integer(1, 64)),
         ]
+
+    @classmethod
+    def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
+        """The encoder pools three times: the input side must be a multiple of 8."""
+        require_divisible(cls.name, profile.image_size, 8, "the encoder pools three times")
 
     def build_network(self) -> nn.Module:
         return CANet(base=int(self.hparams["base_channels"]))

@@ -20,12 +20,15 @@ weight decay 1e-3, the harness's flips and rot90). Widths: `paper` uses the spec
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from benchmark.config import HParam
+from benchmark.config import HParam, Profile
 from benchmark.errors import UserError
 from benchmark.registry import register_method
+from benchmark.valid import Valid
 from methods.base import SingleNetworkMethod
 from methods.losses import bce_dice_loss
 from methods.networks.csnet import CSNet
@@ -33,6 +36,17 @@ from methods.networks.csnet import CSNet
 LOCAL_WIDTHS = (32, 32, 64, 64)
 CONTEXT_WIDTHS = (32, 64, 128)
 HEAD_WIDTH = 64
+
+
+def check_csnet(scale: float, context_scale: int, image_size: int) -> None:
+    """UserError unless the widths are positive and image_size fits the context branch."""
+    if scale <= 0 or context_scale < 1:
+        raise UserError(f"csnet: width_scale must be > 0 and context_scale >= 1, got "
+                        f"{scale} and {context_scale}")
+    need = context_scale * 4  # two max-pools inside the context branch
+    if image_size % need:
+        raise UserError(f"csnet: image_size {image_size} must be divisible by {need} "
+                        f"(context_scale {context_scale} x two 2x2 pools)")
 
 
 @register_method("csnet", display_name="CS-net", group="P2",
@@ -47,21 +61,22 @@ class CsnetMethod(SingleNetworkMethod):
             *super().hparam_space(),
             HParam("width_scale", {"smoke": 0.25, "quick": 0.5, "paper": 1.0},
                    lambda r: float(r.choice([0.5, 1.0])),
-                   "multiplier on the spec widths (local 32-32-64-64, context 32-64-128)"),
+                   "multiplier on the spec widths (local 32-32-64-64, context 32-64-128)",
+                   valid=Valid.number(0.0, 16.0, low_open=True)),
             HParam("context_scale", 2, lambda r: int(r.choice([2, 4])),
-                   "down-sampling of the image seen by the context branch"),
+                   "down-sampling of the image seen by the context branch",
+                   valid=Valid.integer(1, 64)),
         ]
+
+    @classmethod
+    def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
+        """The context branch pools the context_scale-downsampled image twice."""
+        check_csnet(hparams["width_scale"], hparams["context_scale"], profile.image_size)
 
     def build_network(self) -> nn.Module:
         scale = float(self.hparams["width_scale"])
         context_scale = int(self.hparams["context_scale"])
-        if scale <= 0 or context_scale < 1:
-            raise UserError(f"csnet: width_scale must be > 0 and context_scale >= 1, got "
-                            f"{scale} and {context_scale}")
-        need = context_scale * 4  # two max-pools inside the context branch
-        if self.image_size % need:
-            raise UserError(f"csnet: image_size {self.image_size} must be divisible by {need} "
-                            f"(context_scale {context_scale} x two 2x2 pools)")
+        check_csnet(scale, context_scale, self.image_size)
 
         def widths(ws: tuple[int, ...]) -> tuple[int, ...]:
             return tuple(max(1, round(w * scale)) for w in ws)

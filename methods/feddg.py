@@ -44,11 +44,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from benchmark.config import HParam
+from benchmark.config import HParam, Profile
 from benchmark.errors import UserError
 from benchmark.registry import register_method
+from benchmark.valid import Valid
 from methods.augment import PseudoDomain, PseudoDomainMethod
-from methods.base import Batch
+from methods.base import CHANNELS_RANGE, LR_RANGE, WEIGHT_DECAY_RANGE, Batch, require_divisible
 from methods.boundary_contrast import boundary_contrast_loss
 from methods.dofe import dofe_pseudo_domains
 from methods.frequency import AmplitudeBank, interpolate_amplitude, low_band
@@ -91,24 +92,40 @@ class FedDGMethod(PseudoDomainMethod):
     def hparam_space(cls) -> list[HParam]:
         return [
             HParam("lr", 1e-3, lambda r: float(10 ** r.uniform(-4, -2.5)),
-                   "Adam learning rate (FedDG: 1e-3)"),
+                   "Adam learning rate (FedDG: 1e-3)", valid=LR_RANGE),
             HParam("weight_decay", 1e-3, lambda r: float(10 ** r.uniform(-5, -2)),
-                   "Adam weight decay (harness protocol, paper 4.1.3)"),
+                   "Adam weight decay (harness protocol, paper 4.1.3)", valid=WEIGHT_DECAY_RANGE),
             HParam("base_channels", {"smoke": 4, "quick": 6, "paper": 16},
-                   lambda r: int(r.choice([8, 16])), "Unet2D width n (FedDG: 16)"),
-            HParam("meta_step_size", 1e-3, None, "inner-step size beta"),
-            HParam("grad_clip", 100.0, None, "inner-step gradient clamp"),
+                   lambda r: int(r.choice([8, 16])), "Unet2D width n (FedDG: 16)",
+                   valid=CHANNELS_RANGE),
+            HParam("meta_step_size", 1e-3, None, "inner-step size beta",
+                   valid=Valid.number(0.0, 1.0)),
+            HParam("grad_clip", 100.0, None, "inner-step gradient clamp",
+                   valid=Valid.number(0.0, 1e6, low_open=True)),
             HParam("contrast_weight", 0.1, lambda r: float(r.choice([0.05, 0.1, 0.2])),
-                   "weight of the boundary contrastive loss"),
-            HParam("temperature", 0.05, None, "NT-Xent temperature"),
+                   "weight of the boundary contrastive loss", valid=Valid.number(0.0, 1000.0)),
+            HParam("temperature", 0.05, None, "NT-Xent temperature",
+                   valid=Valid.number(0.0, 100.0, low_open=True)),
             HParam("freq_band", 0.01, lambda r: float(r.choice([0.005, 0.01, 0.02])),
-                   "low-frequency band ratio L (box half-width floor(L * size))"),
+                   "low-frequency band ratio L (box half-width floor(L * size))",
+                   valid=Valid.number(0.0, 0.5)),
             HParam("freq_mode", "interpolate", None,
-                   "interpolate (paper, lam ~ U(0,1)) or dc_swap (released code)"),
-            HParam("federated", True, None, "FedAvg over pseudo-clients (false: one model)"),
+                   "interpolate (paper, lam ~ U(0,1)) or dc_swap (released code)",
+                   valid=Valid.choice(*FREQ_MODES)),
+            HParam("federated", True, None, "FedAvg over pseudo-clients (false: one model)",
+                   valid=Valid.flag()),
             HParam("bank_size", {"smoke": 8, "quick": 64, "paper": 256}, None,
-                   "amplitude bank capacity per client"),
+                   "amplitude bank capacity per client", valid=Valid.integer(1, 100_000)),
         ]
+
+    @classmethod
+    def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
+        """The Unet2D pools four times, and its instance norms need a 2x2 bottleneck or more:
+        the input side must be a multiple of 16, at least 32."""
+        require_divisible(cls.name, profile.image_size, 16, "the Unet2D pools four times")
+        if profile.image_size < 32:
+            raise UserError(f"{cls.name}: image_size {profile.image_size} must be at least 32 "
+                            "(instance norms need more than one bottleneck pixel)")
 
     def __init__(self, hparams: dict[str, Any], device: torch.device, image_size: int,
                  amp: bool = False) -> None:

@@ -18,13 +18,16 @@ U-Net, so the quick profile needs no narrowing.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from benchmark.config import HParam
+from benchmark.config import HParam, Profile
 from benchmark.registry import register_method
+from benchmark.valid import Valid
 from methods.augment import Inversion
-from methods.base import Batch, SingleNetworkMethod
+from methods.base import CHANNELS_RANGE, Batch, SingleNetworkMethod, require_divisible
 from methods.losses import bce_dice_loss
 from methods.networks.iadml import IadmlNet
 
@@ -42,10 +45,17 @@ class IadmlMethod(SingleNetworkMethod):
         return [
             *super().hparam_space(),
             HParam("base_channels", {"smoke": 8, "quick": 32, "paper": 32},
-                   lambda r: int(r.choice([16, 32, 64])), "width of the first of the 4 convs"),
+                   lambda r: int(r.choice([16, 32, 64])), "width of the first of the 4 convs",
+                   valid=CHANNELS_RANGE),
             HParam("invert_prob", 0.5, lambda r: float(r.uniform(0.25, 0.75)),
-                   "probability that a training image is replaced by its inversion 1 - x"),
+                   "probability that a training image is replaced by its inversion 1 - x",
+                   valid=Valid.number(0.0, 1.0)),
         ]
+
+    @classmethod
+    def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
+        """The network pools three times: the input side must be a multiple of 8."""
+        require_divisible(cls.name, profile.image_size, 8, "the network pools three times")
 
     def build_network(self) -> nn.Module:
         return IadmlNet(in_channels=1, base=int(self.hparams["base_channels"]))

@@ -28,12 +28,15 @@ Dropped or changed, with reasons:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from benchmark.config import HParam
+from benchmark.config import HParam, Profile
 from benchmark.registry import register_method
-from methods.base import SingleNetworkMethod
+from benchmark.valid import Valid
+from methods.base import CHANNELS_RANGE, SingleNetworkMethod, require_divisible
 from methods.networks.mnet import MNet
 
 SIDE_WEIGHT = 0.1  # Keras loss_weights of side outputs 6..9 in Step_2_MNet_train.py
@@ -71,10 +74,17 @@ class MnetMethod(SingleNetworkMethod):
         return [
             *super().hparam_space(),
             HParam("base_channels", {"smoke": 4, "quick": 16, "paper": 32},
-                   lambda r: int(r.choice([12, 16, 32])), "width of the first M-Net level"),
+                   lambda r: int(r.choice([12, 16, 32])), "width of the first M-Net level",
+                   valid=CHANNELS_RANGE),
             HParam("batchnorm", True, None,
-                   "BatchNorm after every conv (not in the reference, which has none)"),
+                   "BatchNorm after every conv (not in the reference, which has none)",
+                   valid=Valid.flag()),
         ]
+
+    @classmethod
+    def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
+        """M-Net pools four times: the input side must be a multiple of 16."""
+        require_divisible(cls.name, profile.image_size, 16, "M-Net pools four times")
 
     def build_network(self) -> nn.Module:
         return MNet(in_channels=1, out_channels=1, base=int(self.hparams["base_channels"]),

@@ -16,8 +16,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from benchmark.config import HParam
+from benchmark.config import HParam, Profile
 from benchmark.errors import UserError
+from benchmark.valid import Valid
 from methods.augment import (
     BezierCurve,
     Inversion,
@@ -27,7 +28,7 @@ from methods.augment import (
     identity,
     similar_dissimilar,
 )
-from methods.base import Batch, SingleNetworkMethod
+from methods.base import CHANNELS_RANGE, Batch, SingleNetworkMethod, require_divisible
 from methods.losses import foreground_dice_loss, two_class_dice_loss
 from methods.networks.multinorm import (
     MultiLayerNorm,
@@ -39,7 +40,7 @@ from methods.networks.multinorm import (
 )
 from methods.networks.unet import UNet
 from methods.selection import branch_scores, choose, correctional_mean
-from methods.swinunet import SwinUnetMethod
+from methods.swinunet import SwinUnetMethod, check_swin_config
 
 
 class MultiBranchMethod(PseudoDomainMethod):
@@ -79,37 +80,58 @@ class MultiBranchMethod(PseudoDomainMethod):
         else:
             space.append(HParam("base_channels", {"smoke": 4, "quick": 16, "paper": 64},
                                 lambda r: int(r.choice([16, 32, 64])),
-                                "width of the first U-Net level"))
+                                "width of the first U-Net level", valid=CHANNELS_RANGE))
             space.append(HParam("ln_over", "sample", None,
                                 "the U-Net's LayerNorms: sample (over C,H,W of each image, "
-                                "Ba et al.) | channel (over C per pixel, ConvNeXt)"))
+                                "Ba et al.) | channel (over C per pixel, ConvNeXt)",
+                                valid=Valid.choice("sample", "channel")))
         space.append(HParam("dice_classes", "foreground", None,
                             "classes in Eq. 14's Dice: foreground (N = 1) | both (N = 2, "
-                            "background included; collapses to all-background from scratch)"))
+                            "background included; collapses to all-background from scratch)",
+                            valid=Valid.choice("foreground", "both")))
         if cls.augment:
             space += [
                 HParam("bezier_pairs", 1, lambda r: int(r.choice([1, 2, 3])),
-                       "control point pairs; each gives a curve and its mirror (Fig. 8)"),
+                       "control point pairs; each gives a curve and its mirror (Fig. 8)",
+                       valid=Valid.integer(1, 16)),
                 HParam("bezier_strategy", "paper", None,
-                       "paper (a = 0.30) | mean (a_n = 0.5 n/N) | random (a ~ U(0, 0.5))"),
+                       "paper (a = 0.30) | mean (a_n = 0.5 n/N) | random (a ~ U(0, 0.5))",
+                       valid=Valid.choice("paper", "mean", "random")),
                 HParam("inversion_peak", "range", None,
-                       "T of Eq. 5: range (T = 1, the released code's 255 - x) | image (max)"),
+                       "T of Eq. 5: range (T = 1, the released code's 255 - x) | image (max)",
+                       valid=Valid.choice("range", "image")),
                 HParam("inversion_background", "invert", None,
-                       "invert (MLN code: the background turns white) | keep (SADN: dark)"),
+                       "invert (MLN code: the background turns white) | keep (SADN: dark)",
+                       valid=Valid.choice("invert", "keep")),
             ]
         if cls.branched:
             space += [
-                HParam("norms", "all", None, "multiplied LNs: all | block (Swin blocks only)"),
+                HParam("norms", "all", None, "multiplied LNs: all | block (Swin blocks only)",
+                       valid=Valid.choice("all", "block")),
                 HParam("stats_record", "epoch", None,
-                       "source statistics: epoch (mean over the last epoch) | last-batch"),
+                       "source statistics: epoch (mean over the last epoch) | last-batch",
+                       valid=Valid.choice("epoch", "last-batch")),
                 HParam("loss_step", "sum", None,
-                       "sum (Eq. 15, one step) | per-group (SADN: one step per branch)"),
+                       "sum (Eq. 15, one step) | per-group (SADN: one step per branch)",
+                       valid=Valid.choice("sum", "per-group")),
             ]
         if cls.combine == "select":
             space.append(HParam("selection", "most-similar", None,
                                 "most-similar | paper-literal (Eq. 20's argmin of the "
-                                "cosine sum)"))
+                                "cosine sum)",
+                                valid=Valid.choice("most-similar", "paper-literal")))
         return space
+
+    @classmethod
+    def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
+        """The backbone's geometry, and the Bezier pairs the chosen strategy can make."""
+        if cls.backbone == "swin":
+            check_swin_config(cls.name, hparams, profile.image_size)
+        else:
+            require_divisible(cls.name, profile.image_size, 16, "the U-Net pools four times")
+        if cls.augment and hparams["bezier_strategy"] == "paper" and hparams["bezier_pairs"] != 1:
+            raise UserError(f"{cls.name}: bezier_pairs={hparams['bezier_pairs']} needs "
+                            "bezier_strategy=mean or random (the paper's strategy is one pair)")
 
     def pseudo_domains(self) -> list[PseudoDomain]:
         if not self.augment:

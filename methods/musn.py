@@ -40,14 +40,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.config import HParam
+from benchmark.config import HParam, Profile
 from benchmark.errors import UserError
 from benchmark.registry import register_method
-from methods.base import Batch, SingleNetworkMethod
+from benchmark.valid import Valid
+from methods.base import CHANNELS_RANGE, Batch, SingleNetworkMethod, require_divisible
 from methods.fcm import brightest_cluster_mask
 from methods.local_laplacian import local_laplacian_filter
 from methods.losses import bce_dice_loss
 from methods.networks.musn import MusnUNet
+
+
+def check_patch_size(patch: int, image_size: int) -> None:
+    """UserError unless the training patch is a multiple of 16 no larger than the image."""
+    if patch > image_size or patch % 16:
+        raise UserError(f"musn: patch_size {patch} must be a multiple of 16 and at most the "
+                        f"image size {image_size}")
 
 
 @register_method("musn", display_name="Musn", group="P2",
@@ -58,32 +66,43 @@ class MusnMethod(SingleNetworkMethod):
 
     def __init__(self, hparams: dict[str, Any], device: torch.device, image_size: int,
                  amp: bool = False) -> None:
-        patch = int(hparams["patch_size"])
-        if patch > image_size or patch % 16:
-            raise UserError(f"musn: patch_size {patch} must be a multiple of 16 and at most the "
-                            f"image size {image_size}")
+        check_patch_size(int(hparams["patch_size"]), image_size)
         super().__init__(hparams, device, image_size, amp)
         self._info: list[dict[str, Any]] = []
+
+    @classmethod
+    def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
+        """The modified U-Net pools four times; patches must fit the image and the pools."""
+        require_divisible("musn", profile.image_size, 16, "the U-Net pools four times")
+        check_patch_size(hparams["patch_size"], profile.image_size)
 
     @classmethod
     def hparam_space(cls) -> list[HParam]:
         return [
             *super().hparam_space(),
             HParam("base_channels", {"smoke": 4, "quick": 32, "paper": 32},
-                   lambda r: int(r.choice([16, 32, 64])), "width of the first U-Net level"),
+                   lambda r: int(r.choice([16, 32, 64])), "width of the first U-Net level",
+                   valid=CHANNELS_RANGE),
             HParam("patch_size", {"smoke": 16, "quick": 64, "paper": 256}, None,
-                   "side of the positive training patches (multiple of 16)"),
+                   "side of the positive training patches (multiple of 16)",
+                   valid=Valid.integer(16, 8192)),
             HParam("llf_sigma_r", 0.2, lambda r: float(r.uniform(0.1, 0.3)),
-                   "local Laplacian filter: detail/edge threshold on [0, 1] intensities"),
+                   "local Laplacian filter: detail/edge threshold on [0, 1] intensities",
+                   valid=Valid.number(0.0, 1.0, low_open=True)),
             HParam("llf_alpha", 0.5, lambda r: float(r.uniform(0.25, 0.75)),
-                   "local Laplacian filter: detail exponent (< 1 enhances)"),
+                   "local Laplacian filter: detail exponent (< 1 enhances)",
+                   valid=Valid.number(0.0, 4.0, low_open=True)),
             HParam("llf_samples", {"smoke": 4, "quick": 8, "paper": 16}, None,
-                   "local Laplacian filter: intensity samples of the fast algorithm"),
-            HParam("fcm_clusters", 4, lambda r: int(r.choice([3, 4])), "FCM clusters c"),
+                   "local Laplacian filter: intensity samples of the fast algorithm",
+                   valid=Valid.integer(2, 256)),
+            HParam("fcm_clusters", 4, lambda r: int(r.choice([3, 4])), "FCM clusters c",
+                   valid=Valid.integer(2, 16)),
             HParam("fcm_dilation", {"smoke": 1, "quick": 2, "paper": 8}, None,
-                   "dilation radius (px) of the brightest FCM cluster"),
+                   "dilation radius (px) of the brightest FCM cluster",
+                   valid=Valid.integer(0, 256)),
             HParam("fcm_gate", False, None,
-                   "zero test predictions outside the dilated FCM candidate mask"),
+                   "zero test predictions outside the dilated FCM candidate mask",
+                   valid=Valid.flag()),
         ]
 
     def build_network(self) -> nn.Module:

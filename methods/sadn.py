@@ -68,9 +68,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.config import HParam
+from benchmark.config import HParam, Profile
 from benchmark.errors import UserError
 from benchmark.registry import register_method
+from benchmark.valid import Valid
 from methods.augment import (
     BezierCurve,
     Inversion,
@@ -80,7 +81,7 @@ from methods.augment import (
     compose,
     identity,
 )
-from methods.base import Batch
+from methods.base import CHANNELS_RANGE, LR_RANGE, Batch, require_divisible
 from methods.losses import dice_loss1
 from methods.networks.dsbn import BranchStats, batch_statistics, dual_bns
 from methods.networks.multinorm import branch
@@ -119,12 +120,15 @@ def foreground_probability(probs: torch.Tensor) -> torch.Tensor:
 class SadnMethod(PseudoDomainMethod):
     """Dual-BN U-Net trained per pseudo-domain, with style-based path selection at test time."""
 
+    @classmethod
+    def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
+        """The U-Net pools four times: the input side must be a multiple of 16."""
+        require_divisible(cls.name, profile.image_size, 16, "the U-Net pools four times")
+
     def __init__(self, hparams: dict[str, Any], device: torch.device, image_size: int,
                  amp: bool = False) -> None:
         super().__init__(hparams, device, image_size, amp)
-        if image_size % 16:
-            raise UserError(f"sadn: image_size {image_size} must be divisible by 16 "
-                            "(the U-Net pools four times)")
+        require_divisible("sadn", image_size, 16, "the U-Net pools four times")
         self.selection = str(self.hparams["selection"])
         if self.selection not in SELECTIONS:
             raise UserError(f"sadn: selection '{self.selection}' is not one of "
@@ -146,15 +150,18 @@ class SadnMethod(PseudoDomainMethod):
     def hparam_space(cls) -> list[HParam]:
         return [
             HParam("lr", 1e-3, lambda r: float(10 ** r.uniform(-4.0, -2.3)),
-                   "Adam learning rate (SADN: 1e-3 at batch 16)"),
-            HParam("lr_gamma", 0.99, None, "ExponentialLR decay per epoch (SADN: 0.99)"),
+                   "Adam learning rate (SADN: 1e-3 at batch 16)", valid=LR_RANGE),
+            HParam("lr_gamma", 0.99, None, "ExponentialLR decay per epoch (SADN: 0.99)",
+                   valid=Valid.number(0.0, 1.0, low_open=True)),
             HParam("base_channels", {"smoke": 4, "quick": 16, "paper": 16},
                    lambda r: int(r.choice([8, 16, 32])),
-                   "n of Unet2D, the first level's width (SADN: 16)"),
+                   "n of Unet2D, the first level's width (SADN: 16)", valid=CHANNELS_RANGE),
             HParam("style_curves", "head", None,
-                   "head (ss identity, sd inversion) | sep2022 (three curves per group)"),
+                   "head (ss identity, sd inversion) | sep2022 (three curves per group)",
+                   valid=Valid.choice(*STYLE_CURVES)),
             HParam("selection", "batch-stats", None,
-                   "batch-stats (spec 2.7 b) | repo-literal (momentum-0.1 copy, 2.7 a)"),
+                   "batch-stats (spec 2.7 b) | repo-literal (momentum-0.1 copy, 2.7 a)",
+                   valid=Valid.choice(*SELECTIONS)),
         ]
 
     def pseudo_domains(self) -> list[PseudoDomain]:

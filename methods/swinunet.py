@@ -30,13 +30,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.config import HParam
+from benchmark.config import HParam, Profile
 from benchmark.errors import UserError
 from benchmark.registry import register_method
+from benchmark.valid import Valid
 from methods.base import SingleNetworkMethod
 from methods.losses import bce_dice_loss
 from methods.networks.swin_pretrained import load_swin_pretrained
-from methods.networks.swin_unet import SwinUnet
+from methods.networks.swin_unet import SwinUnet, check_shape
 
 #: Swin-Unet's loss weights: 0.4 * cross-entropy + 0.6 * Dice (trainer.py of the original).
 BCE_WEIGHT, DICE_WEIGHT = 0.4, 0.6
@@ -54,20 +55,33 @@ class SwinUnetMethod(SingleNetworkMethod):
             *super().hparam_space(),
             HParam("embed_dim", {"smoke": 12, "quick": 48, "paper": 96},
                    lambda r: int(r.choice([24, 48, 96])),
-                   "token width C of the first stage (stage i has C*2^i)"),
+                   "token width C of the first stage (stage i has C*2^i)",
+                   valid=Valid.integer(1, 1024)),
             HParam("depths", {"smoke": [2, 2, 2, 2], "quick": [2, 2, 2, 2],
                               "paper": [2, 2, 18, 2]}, None,
-                   "Swin blocks per encoder stage; the decoder mirrors them"),
-            HParam("num_heads", [3, 6, 12, 24], None, "attention heads per stage"),
+                   "Swin blocks per encoder stage; the decoder mirrors them",
+                   valid=Valid.int_list(2, 8, 1, 64)),
+            HParam("num_heads", [3, 6, 12, 24], None, "attention heads per stage",
+                   valid=Valid.int_list(2, 8, 1, 256)),
             HParam("window_size", {"smoke": 2, "quick": 4, "paper": 8}, None,
-                   "attention window; must divide every token grid larger than it"),
-            HParam("patch_size", 4, None, "patch-embedding stride (4 in Swin-Unet)"),
-            HParam("mlp_ratio", 4.0, None, "MLP hidden width / token width"),
+                   "attention window; must divide every token grid larger than it",
+                   valid=Valid.integer(1, 256)),
+            HParam("patch_size", 4, None, "patch-embedding stride (4 in Swin-Unet)",
+                   valid=Valid.integer(1, 64)),
+            HParam("mlp_ratio", 4.0, None, "MLP hidden width / token width",
+                   valid=Valid.number(0.0, 64.0, low_open=True)),
             HParam("drop_path_rate", {"smoke": 0.1, "quick": 0.1, "paper": 0.2},
-                   lambda r: float(r.choice([0.0, 0.1, 0.2])), "stochastic depth (max rate)"),
+                   lambda r: float(r.choice([0.0, 0.1, 0.2])), "stochastic depth (max rate)",
+                   valid=Valid.number(0.0, 1.0, high_open=True)),
             HParam("pretrained", "", None,
-                   "local ImageNet Swin checkpoint to initialise from ('' = from scratch)"),
+                   "local ImageNet Swin checkpoint to initialise from ('' = from scratch)",
+                   valid=Valid.path()),
         ]
+
+    @classmethod
+    def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
+        """Stages vs heads, head divisibility and the window vs every token grid."""
+        check_swin_config(cls.name, hparams, profile.image_size)
 
     def build_network(self) -> nn.Module:
         hp = self.hparams
@@ -86,6 +100,16 @@ class SwinUnetMethod(SingleNetworkMethod):
 
     def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
         return bce_dice_loss(logits, masks, bce_weight=BCE_WEIGHT, dice_weight=DICE_WEIGHT)
+
+
+def check_swin_config(method: str, hp: dict[str, Any], image_size: int) -> None:
+    """UserError naming the hparams when the Swin-Unet shape does not fit `image_size`."""
+    try:
+        check_shape(image_size, _int(hp, "patch_size"), _int(hp, "embed_dim"),
+                    _int_list(hp, "depths"), _int_list(hp, "num_heads"),
+                    _int(hp, "window_size"))
+    except ValueError as err:
+        raise UserError(f"{method} hparams: {err}") from err
 
 
 def _int(hp: dict[str, Any], key: str) -> int:

@@ -10,12 +10,14 @@ batch > 1. The `quick` profile narrows the base width to 16 so a CPU run fits in
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from benchmark.config import HParam
+from benchmark.config import HParam, Profile
 from benchmark.registry import register_method
-from methods.base import SingleNetworkMethod
+from methods.base import CHANNELS_RANGE, SingleNetworkMethod, require_divisible
 from methods.losses import bce_dice_loss
 from methods.networks.unet import UNet
 
@@ -30,8 +32,14 @@ class UnetMethod(SingleNetworkMethod):
         return [
             *super().hparam_space(),
             HParam("base_channels", {"smoke": 4, "quick": 16, "paper": 64},
-                   lambda r: int(r.choice([16, 32, 64])), "width of the first U-Net level"),
+                   lambda r: int(r.choice([16, 32, 64])), "width of the first U-Net level",
+                   valid=CHANNELS_RANGE),
         ]
+
+    @classmethod
+    def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
+        """The U-Net pools four times: the input side must be a multiple of 16."""
+        require_divisible(cls.name, profile.image_size, 16, "the U-Net pools four times")
 
     def build_network(self) -> nn.Module:
         return UNet(in_channels=1, out_channels=1, base=int(self.hparams["base_channels"]))

@@ -57,7 +57,7 @@ def test_split_overrides_routes_keys() -> None:
 @pytest.mark.parametrize(("pair", "message"), [
     ("epoch=3", "did you mean 'epochs'"),
     ("epochs", "expected key=value"),
-    ("epochs=abc", "expected int"),
+    ("epochs=abc", "epochs=abc: not an integer; expected an integer in"),
 ])
 def test_split_overrides_errors(pair: str, message: str) -> None:
     with pytest.raises(UserError, match=message):

@@ -112,6 +112,21 @@ def check_geometry(img_size: int, patch_size: int, window_size: int,
                          f"{patch_size}; choose a window that divides every grid larger than it")
 
 
+def check_shape(img_size: int, patch_size: int, embed_dim: int, depths: Sequence[int],
+                num_heads: Sequence[int], window_size: int) -> None:
+    """Raise ValueError unless the stages, heads and windows fit together and the input size
+    (the checks of `SwinUnet`, callable before building it)."""
+    n = len(depths)
+    if n < 2 or len(num_heads) != n:
+        raise ValueError(f"depths {list(depths)} and num_heads {list(num_heads)} must have the "
+                         "same length, at least 2")
+    for i, h in enumerate(num_heads):
+        if (embed_dim * 2**i) % h:
+            raise ValueError(f"stage {i}: dim {embed_dim * 2**i} (embed_dim {embed_dim} x "
+                             f"2^{i}) is not divisible by num_heads {h}")
+    check_geometry(img_size, patch_size, window_size, n)
+
+
 class SwinUnet(nn.Module):
     """Swin-Unet `SwinTransformerSys` with the 'expand_first' final up-sampling, 1 logit out.
 
@@ -133,14 +148,7 @@ class SwinUnet(nn.Module):
         super().__init__()
         depths, num_heads = [int(d) for d in depths], [int(h) for h in num_heads]
         n = len(depths)
-        if n < 2 or len(num_heads) != n:
-            raise ValueError(f"depths {depths} and num_heads {num_heads} must have the same "
-                             "length, at least 2")
-        for i, h in enumerate(num_heads):
-            if (embed_dim * 2**i) % h:
-                raise ValueError(f"stage {i}: dim {embed_dim * 2**i} (embed_dim {embed_dim} x "
-                                 f"2^{i}) is not divisible by num_heads {h}")
-        check_geometry(img_size, patch_size, window_size, n)
+        check_shape(img_size, patch_size, embed_dim, depths, num_heads, window_size)
         self.img_size, self.patch_size, self.num_layers = img_size, patch_size, n
         grids = stage_grids(img_size, patch_size, n)
         dims = [embed_dim * 2**i for i in range(n)]

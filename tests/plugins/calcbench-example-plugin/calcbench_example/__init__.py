@@ -7,6 +7,7 @@ from torch import nn
 
 from benchmark.config import HParam
 from benchmark.registry import register_method
+from benchmark.valid import Valid
 from methods.base import SingleNetworkMethod
 from methods.losses import bce_dice_loss
 
@@ -18,7 +19,9 @@ class TinyFCN(SingleNetworkMethod):
 
     @classmethod
     def hparam_space(cls) -> list[HParam]:
-        return [*super().hparam_space(), HParam("width", 8, lambda r: int(r.choice([8, 16])))]
+        return [*super().hparam_space(),
+                HParam("width", 8, lambda r: int(r.choice([8, 16])), "channels of each conv",
+                       valid=Valid.integer(1, 256))]
 
     def build_network(self) -> nn.Module:
         w = int(self.hparams["width"])
