@@ -373,8 +373,34 @@ def main() -> None:
     if problem:
         err_console.print(f"[red]error:[/red] {problem}", highlight=False)
         sys.exit(2)
-    app()
+    sys.exit(run_app(sys.argv[1:]))
+
+
+def run_app(args: list[str]) -> int:
+    """Run the CLI on `args` and return the exit code; a click usage error (unknown, missing
+    or badly typed option) is one line naming the command and the option, exit 2."""
+    try:
+        rv = app(args=args, prog_name="bench", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        return 130
+    except typer.TyperException as exc:  # typer's click: usage and parameter errors
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())  # `bench list` alone: the help, as before
+            return 0
+        where = ctx.command_path if ctx is not None else "bench"
+        message = " ".join(exc.format_message().split())
+        err_console.print(f"[red]error:[/red] {where}: {message} (see {where} --help)",
+                          highlight=False, soft_wrap=True)
+        return exc.exit_code
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m benchmark.cli`: run the imported module's app, on which cli_data and cli_sweep
+    # registered their commands (this __main__ copy has none of them)
+    from benchmark.cli import main as _main
+
+    _main()
