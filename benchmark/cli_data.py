@@ -5,6 +5,7 @@ Attached to the `data` and `perf` sub-apps of benchmark.cli (imported at its end
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -56,8 +57,12 @@ def data_add(
         raise UserError(f"--format '{format_}': expected one of {', '.join(FORMATS)}")
     if not root.is_dir():
         raise UserError(f"--root '{root}' is not a folder")
-    if tiles < 1:
-        raise UserError("--tiles must be >= 1")
+    if not 1 <= tiles <= 16:
+        raise UserError(f"--tiles {tiles}: expected an integer in [1, 16]")
+    for opt, mm in (("--spacing-mm", spacing_mm), ("--point-radius-mm", point_radius_mm),
+                    ("--cluster-link-mm", cluster_link_mm)):
+        if mm is not None and not (math.isfinite(mm) and 0 < mm <= 100):
+            raise UserError(f"{opt} {mm}: expected a number of millimetres in (0, 100]")
     given = {"abnormality": abnormality, "mask_mode": mask_mode,
              "point_radius_mm": point_radius_mm, "cluster_link_mm": cluster_link_mm,
              "manifest": manifest, "spacing_mm": spacing_mm}

@@ -23,6 +23,10 @@ from benchmark.io import atomic_write, atomic_write_text, folder_lock
 
 TRAIN_STATES = ("created", "training", "trained", "failed")
 
+#: The column the store writes into every row of a run's tables (`_replace_rows`) and every
+#: reader filters by; a file without it has another schema.
+REQUIRED_COLUMNS = {"per_case.parquet": ("target_key",), "froc_candidates.parquet": ("target_key",)}
+
 
 def now_iso() -> str:
     """Current UTC time, ISO 8601, second precision."""
@@ -118,7 +122,8 @@ class ResultsStore:
         try:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"'{path}' is corrupt: {exc}") from None
+            raise UserError(f"'{path}' is corrupt: {exc}; delete the run folder or rerun "
+                            "the command that wrote it") from None
         if not isinstance(data, dict):
             raise UserError(f"'{path}' is corrupt: expected a JSON object")
         return data
@@ -151,9 +156,14 @@ class ResultsStore:
         if not path.is_file():
             return pd.DataFrame()
         try:
-            return pd.read_parquet(path)
+            frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises several types for damaged files
-            raise UserError(f"'{path}' is corrupt: {exc}") from None
+            raise UserError(f"'{path}' is corrupt: {' '.join(str(exc).split())}") from None
+        missing = [c for c in REQUIRED_COLUMNS.get(name, ()) if c not in frame.columns]
+        if missing and len(frame.columns):
+            raise UserError(f"'{path}' is not a calcbench results table: column(s) "
+                            f"{', '.join(missing)} missing")
+        return frame
 
     def list_runs(self) -> tuple[list[RunRecord], list[str]]:
         """All readable runs, and one problem line per unreadable folder."""

@@ -8,6 +8,7 @@ same numbers on CPU. The checkpoint with the best source-validation DSC is kept 
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 
 from benchmark.accel import set_fused_adam
 from benchmark.config import Profile, seed_hash
+from benchmark.errors import UserError
 from benchmark.feed import batch_stream, host_batch, to_device
 from benchmark.io import atomic_write
 from benchmark.progress import Reporter
@@ -96,8 +98,19 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """torch.load with weights_only=True (no arbitrary code from checkpoint files)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """torch.load with weights_only=True (no arbitrary code from checkpoint files); a damaged
+    or half-written file (e.g. copied while a run wrote it) is a one-line UserError."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint '{path}' is missing") from None
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise UserError(f"checkpoint '{path}' is damaged or half-written ({reason}); delete "
+                        "it and rerun the same command to train again") from None
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint '{path}' is not a calcbench checkpoint")
+    return state
 
 
 def _rng_states(gen: torch.Generator) -> dict[str, Any]:

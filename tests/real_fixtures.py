@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import plistlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -255,9 +256,12 @@ def folder_tree(root: Path) -> dict[str, str]:
     rows.append(["ffdm/missing.dcm", "ffdm/p0_CC_mask.png", "F07", "CC", "", ""])
     grey = (np.random.default_rng(0).random((64, 48)) * 200).astype(np.uint8)
     Image.fromarray(grey).save(root / "ffdm" / "grey_mask.png")
-    rows.append(["ffdm/p3_CC.dcm", "ffdm/grey_mask.png", "F08", "CC", "", ""])
+    # own copies of good images: a second row listing the same file is a duplicate image id
+    shutil.copyfile(root / "ffdm" / "p3_CC.dcm", root / "ffdm" / "grey_case.dcm")
+    rows.append(["ffdm/grey_case.dcm", "ffdm/grey_mask.png", "F08", "CC", "", ""])
     Image.fromarray(np.zeros((60, 48), np.uint8)).save(root / "ffdm" / "small_mask.png")
-    rows.append(["ffdm/p4_CC.dcm", "ffdm/small_mask.png", "F09", "CC", "", ""])
+    shutil.copyfile(root / "ffdm" / "p4_CC.dcm", root / "ffdm" / "small_case.dcm")
+    rows.append(["ffdm/small_case.dcm", "ffdm/small_mask.png", "F09", "CC", "", ""])
     nan_img = np.full((64, 48), 0.5, np.float32)
     nan_img[3, 3] = np.nan
     tifffile.imwrite(root / "ffdm" / "nan.tif", nan_img)

@@ -78,21 +78,36 @@ class FolderAdapter(Adapter):
         cases: list[Case] = []
         problems: list[Problem] = []
         base = self.manifest.parent
+        first_line: dict[str, int] = {}  # image id -> manifest line that listed it first
         for n, row in enumerate(df.to_dict("records"), start=2):  # line 1 is the header
             where = f"{self.manifest.name} line {n}"
             try:
-                cases.append(self._case(row, base))
+                case = self._case(row, base)
             except CaseError as exc:
                 problems.append(exc.problem)
+                continue
             except ValueError as exc:
                 problems.append(Problem(where, str(exc)))
+                continue
+            if case.image_id in first_line:  # two rows would share one cache/split entry
+                problems.append(Problem(where, f"duplicate image id '{case.image_id}' (first "
+                                               f"on line {first_line[case.image_id]}); "
+                                               "row skipped"))
+                continue
+            first_line[case.image_id] = n
+            cases.append(case)
         return cases, problems
 
     def _case(self, row: dict[str, str], base: Path) -> Case:
         """Build the case of one row (checks the files exist; decodes nothing)."""
         image = base / row["image"]
         mask = base / row["mask"] if row["mask"] else None
+        root = self.root.resolve()
         for path in (image, mask):
+            if path is not None and not path.resolve().is_relative_to(root):
+                # the binding's fingerprint and privacy checks cover the root only
+                raise CaseError(str(path), "lies outside the dataset root "
+                                           f"'{self.root}'; paths are relative to the manifest")
             if path is not None and not path.is_file():
                 raise CaseError(rel(path, self.root), "listed in the manifest but missing")
         if not row["patient_id"]:
