@@ -121,6 +121,7 @@ def sweep(
     if dry_run:
         _print_dry_run(spec, results, options, launcher)
         return
+    chosen.preflight()
     reporter = _reporter(no_progress)
     outcome = run_sweep(spec, chosen, {"results_dir": results, "cache_dir": cache,
                                        "device": device, "checkpoint_every": checkpoint_every,

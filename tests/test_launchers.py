@@ -3,6 +3,7 @@ Ray instance each running a one-job smoke sweep for real."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,11 @@ def test_slurm_launcher_with_submitits_local_executor(results_dir: Path,
     _sweep(launcher, results_dir, session_cache)
     logs = list((results_dir / "sweeps" / SPEC.sweep_id / "submitit").rglob("*_log.out"))
     assert logs  # the job really ran through submitit (its own log folder)
+    assert _torch_threads(results_dir) == [1]  # --cpus-per-job (default 1), not every core
+
+
+def _torch_threads(results: Path) -> list[int]:
+    return [json.loads(p.read_text())["torch_threads"] for p in results.glob("runs/*/run.json")]
 
 
 def test_ray_launcher_on_a_local_instance(results_dir: Path, session_cache: Path) -> None:
@@ -92,5 +98,6 @@ def test_ray_launcher_on_a_local_instance(results_dir: Path, session_cache: Path
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         _sweep(get_launcher("ray", LaunchOptions(cpus_per_job=1)), results_dir, session_cache)
+        assert _torch_threads(results_dir) == [1]
     finally:
         ray.shutdown()

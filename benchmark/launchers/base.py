@@ -64,6 +64,12 @@ class Launcher(abc.ABC):
                             f"(known: {known})")
         self.options = options
 
+    def preflight(self) -> None:
+        """Checks that can fail before anything is written or started (UserError); the CLI
+        calls it before a sweep (not before a dry run), and `launch` may call it again.
+        The base class has nothing to check."""
+        return None
+
     @abc.abstractmethod
     def launch(self, calls: list[Any], on_result: Callable[[Outcome], None]) -> None:
         """Run every call (a `benchmark.sweep.JobCall`) and pass each outcome to `on_result`,

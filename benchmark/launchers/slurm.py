@@ -103,10 +103,9 @@ class SlurmLauncher(Launcher):
     name = "slurm"
     extra_keys = ("cluster", "account", "qos", "constraint", "max_num_timeout", "folder")
 
-    def _executor(self, folder: Path, job_label: str) -> Any:
-        """submitit's executor for Slurm (or its local one with `--opt cluster=local`)."""
-        import submitit
-
+    def preflight(self) -> None:
+        """A known cluster kind, Slurm's tools on PATH (submitit would silently run the jobs
+        on this machine without them) and whole GPUs."""
         opts, extra = self.options, self.options.extra
         cluster = extra.get("cluster") or "slurm"
         if cluster not in ("slurm", "local", "debug"):
@@ -119,6 +118,14 @@ class SlurmLauncher(Launcher):
                                 "submitit's local executor on this machine")
         if opts.gpus_per_job != int(opts.gpus_per_job):
             raise UserError(f"--gpus-per-job {opts.gpus_per_job}: Slurm grants whole GPUs")
+
+    def _executor(self, folder: Path, job_label: str) -> Any:
+        """submitit's executor for Slurm (or its local one with `--opt cluster=local`)."""
+        import submitit
+
+        self.preflight()
+        opts, extra = self.options, self.options.extra
+        cluster = extra.get("cluster") or "slurm"
         # requeues after a timeout (preemptions are requeued without limit by submitit)
         executor = submitit.AutoExecutor(
             folder=folder / "%j", cluster=cluster,
