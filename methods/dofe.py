@@ -24,7 +24,9 @@ the paper's 100 epochs).
 Deviations [ours]: prototypes from pseudo-domains (deterministic intensity maps, so domain
 classification is trivial and prototypes encode the transform, not a scanner); initial
 prototypes from the running model during the last pre-training epoch instead of a separate pass
-of the frozen pre-trained model; no ImageNet weights (nothing is downloaded); the harness's
+of the frozen pre-trained model; ImageNet weights only at `paper` (DoFE starts from them;
+`pretrained=imagenet`: timm's own MobileNetV2 weights from the Hugging Face cache, its stem
+summed to one input channel by timm; smoke/quick: `none`, nothing is downloaded); the harness's
 flips / rot90 instead of DoFE's RandomScaleCrop; weight decay 1e-3 (the harness protocol, paper
 4.1.3; the code uses none); 1 input channel; threshold 0.5; the head's output bias starts at
 the foreground prior (methods/networks/dofe_deeplab.py). The `quick` profile keeps the
@@ -52,6 +54,7 @@ it is the default; `domain_before_dropout = true` is the opt-in fix (not the def
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,10 +62,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.config import HParam
+from benchmark.errors import UserError
 from benchmark.registry import register_method
+from benchmark.valid import Valid
 from methods.augment import Inversion, PseudoDomain, PseudoDomainMethod, bezier_curves, identity
 from methods.base import Batch
 from methods.networks.dofe_deeplab import DofeDeepLab
+from methods.networks.timm_weights import create_pretrained, hub_id, init_kind
+
+
+def init_dofe_encoder(network: DofeDeepLab, encoder: str, pretrained: Any) -> str:
+    """Load ImageNet (or local-file) weights into the MobileNetV2 encoder through timm (same
+    features_only layout and 1-channel stem); returns run.json's `init` text."""
+    kind = init_kind(pretrained)
+    if kind == "scratch":
+        return "scratch"
+    file = None if kind == "imagenet" else str(Path(str(pretrained)).expanduser())
+    if file is not None and not Path(file).is_file():
+        raise UserError(f"pretrained weights '{pretrained}': no such file")
+    source = create_pretrained(encoder, file=file, features_only=True, in_chans=1,
+                               out_indices=(1, 4), output_stride=16)
+    device = next(network.encoder.parameters()).device
+    network.encoder.load_state_dict(source.state_dict())
+    network.encoder.to(device)
+    return (f"imagenet (timm {hub_id(encoder).removeprefix('timm/') or encoder})"
+            if file is None else f"file {Path(file).name}")
 
 
 def dofe_pseudo_domains() -> list[PseudoDomain]:
@@ -117,6 +141,10 @@ class DofeMethod(PseudoDomainMethod):
                    "low-level projection width (DoFE: 48)"),
             HParam("head_channels", {"smoke": 16, "quick": 48, "paper": 256}, None,
                    "segmentation head width (DoFE: 256)"),
+            HParam("pretrained", {"smoke": "none", "quick": "none", "paper": "imagenet"}, None,
+                   "encoder initialisation: none | imagenet (timm's MobileNetV2 weights from "
+                   "the Hugging Face cache) | a local timm state dict path",
+                   valid=Valid.choice_or_path("", "none", "imagenet")),
         ]
 
     def __init__(self, hparams: dict[str, Any], device: torch.device, image_size: int,
@@ -129,6 +157,8 @@ class DofeMethod(PseudoDomainMethod):
             low_channels=int(self.hparams["low_channels"]),
             head_channels=int(self.hparams["head_channels"]),
             domain_before_dropout=bool(self.hparams["domain_before_dropout"])).to(device)
+        self.init = init_dofe_encoder(self.network, str(self.hparams["encoder"]),
+                                      self.hparams.get("pretrained", "none"))
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=float(self.hparams["lr"]),
                                           betas=(0.9, 0.99),
                                           weight_decay=float(self.hparams["weight_decay"]))

@@ -5,8 +5,11 @@ decoder, so we take the common choice the spec recommends: `smp.Unet` with a res
 (24.43M parameters with one input channel and one class; resnet50 via the `encoder` hparam,
 32.52M). No recipe is published for this task, so it shares the U-Net's protocol (BCE + soft
 Dice, Adam with weight decay 1e-3 as in MLN-net 4.1.3) and only the architecture differs.
-`encoder_weights=None`: nothing is downloaded; ImageNet weights can be supplied as a local file
-(`encoder_weights_path`). `paper` is the spec's model (resnet34, decoder 256..16); `quick` uses
+Initialisation (`pretrained`): `imagenet` at `paper` (the torchvision ImageNet ResNet that smp's
+own `encoder_weights="imagenet"` uses, read through timm as `resnet34.tv_in1k` from the Hugging
+Face cache, see methods/networks/timm_weights.py); `none` at smoke/quick (nothing is
+downloaded); or a local state dict path (as `encoder_weights_path`, kept for old commands).
+`paper` is the spec's model (resnet34, decoder 256..16); `quick` uses
 resnet18 with the decoder halved (128..8, 12.45M), since a ResNet's widths are fixed by its
 definition and depth is the only knob: measured on 2 CPU threads at 128 px, batch 8, a step costs
 1.01x the quick U-Net's (resnet34 with the halved decoder: 1.84x).
@@ -23,8 +26,10 @@ from torch import nn
 from benchmark.config import HParam
 from benchmark.errors import UserError
 from benchmark.registry import register_method
+from benchmark.valid import Valid
 from methods.base import SingleNetworkMethod
 from methods.losses import bce_dice_loss
+from methods.networks.timm_weights import create_pretrained, init_kind
 
 ENCODERS = ("resnet18", "resnet34", "resnet50")
 
@@ -32,9 +37,7 @@ ENCODERS = ("resnet18", "resnet34", "resnet50")
 def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     """Load a local ImageNet ResNet state dict (torchvision/timm key names) into `encoder`.
 
-    The classifier (`fc.*`) is dropped and an RGB first convolution is summed over its input
-    channels, which is what smp itself does for `in_channels=1`. Any other mismatch is a
-    UserError naming the file.
+    See `load_encoder_state`; an unreadable file is a UserError naming it.
     """
     file = Path(path).expanduser()
     if not file.is_file():
@@ -48,6 +51,16 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise UserError(f"encoder_weights_path '{file}': expected a state dict")
+    load_encoder_state(encoder, state, f"encoder_weights_path '{file}'")
+
+
+def load_encoder_state(encoder: nn.Module, state: dict[str, torch.Tensor], label: str) -> None:
+    """Copy an ImageNet ResNet state dict (torchvision/timm key names) into smp's `encoder`.
+
+    The classifier (`fc.*`) is dropped and an RGB first convolution is summed over its input
+    channels, which is what smp itself does for `in_channels=1`. Any other mismatch is a
+    UserError naming `label` (the file or timm model).
+    """
     state = {k.removeprefix("module.").removeprefix("encoder."): v for k, v in state.items()
              if not k.removeprefix("module.").startswith("fc.")}
     conv1 = state.get("conv1.weight")
@@ -59,8 +72,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
         encoder.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "mismatch"
-        raise UserError(f"encoder_weights_path '{file}': does not fit the encoder "
-                        f"({first})") from None
+        raise UserError(f"{label}: does not fit the encoder ({first})") from None
 
 
 @register_method("resnet", display_name="Resnet", group="P1",
@@ -82,6 +94,10 @@ class ResnetMethod(SingleNetworkMethod):
                    None, "widths of the five U-Net decoder stages (smp default 256..16)"),
             HParam("encoder_weights_path", "", None,
                    "optional local ImageNet ResNet state dict (nothing is downloaded)"),
+            HParam("pretrained", {"smoke": "none", "quick": "none", "paper": "imagenet"}, None,
+                   "encoder initialisation: none | imagenet (timm <encoder>.tv_in1k from the "
+                   "Hugging Face cache) | a local state dict path",
+                   valid=Valid.choice_or_path("", "none", "imagenet")),
         ]
 
     def build_network(self) -> nn.Module:
@@ -96,6 +112,16 @@ class ResnetMethod(SingleNetworkMethod):
                        decoder_channels=decoder)
         if self.hparams.get("encoder_weights_path"):
             load_encoder_weights(net.encoder, self.hparams["encoder_weights_path"])
+            self.init = f"file {Path(str(self.hparams['encoder_weights_path'])).name}"
+        kind = init_kind(self.hparams.get("pretrained", "none"))
+        if kind == "imagenet":
+            arch = f"{encoder}.tv_in1k"
+            state = create_pretrained(arch).state_dict()
+            load_encoder_state(net.encoder, state, f"timm '{arch}'")
+            self.init = f"imagenet (timm {arch})"
+        elif kind == "file":
+            load_encoder_weights(net.encoder, str(self.hparams["pretrained"]))
+            self.init = f"file {Path(str(self.hparams['pretrained'])).name}"
         return net
 
     def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:

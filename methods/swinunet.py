@@ -17,14 +17,19 @@ Spec: specs/baselines.md section 4 and specs/mlnnet_sadn.md 1.1. Network: `SwinU
   Sized by timing on the 2-core CPU: 0.39 s per batch-8 training step vs 0.31 s for the quick
   U-Net in the same process (C=24 would take 0.23 s but has a quarter of the parameters).
   `smoke` (32 px): C=12, window 2.
-- Pretraining: off by default (nothing may be downloaded); `pretrained` takes a local ImageNet
-  Swin checkpoint path, loaded and mirrored into the decoder as Swin-Unet's `load_from` does.
+- Initialisation (`pretrained`): `imagenet` by default at `paper`, as Swin-Unet's and MLN-net's
+  released configs start from ImageNet Swin weights: timm's Swin of the same width, depths and
+  heads (the paper config is Swin-S's shape), read through timm from the Hugging Face cache
+  (methods/networks/timm_weights.py), bias tables resized to our window and mirrored into the
+  decoder as Swin-Unet's `load_from` does. `none` (smoke, quick: nothing is downloaded) trains
+  from scratch; a file path loads a local ImageNet Swin checkpoint the same way.
 
 List hparams can be overridden like the others: `--set depths=[2,2,6,2] num_heads=[3,6,12,24]`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,8 +41,9 @@ from benchmark.registry import register_method
 from benchmark.valid import Valid
 from methods.base import SingleNetworkMethod
 from methods.losses import bce_dice_loss
-from methods.networks.swin_pretrained import load_swin_pretrained
+from methods.networks.swin_pretrained import load_swin_imagenet, load_swin_pretrained
 from methods.networks.swin_unet import SwinUnet, check_shape
+from methods.networks.timm_weights import init_kind
 
 #: Swin-Unet's loss weights: 0.4 * cross-entropy + 0.6 * Dice (trainer.py of the original).
 BCE_WEIGHT, DICE_WEIGHT = 0.4, 0.6
@@ -73,9 +79,10 @@ class SwinUnetMethod(SingleNetworkMethod):
             HParam("drop_path_rate", {"smoke": 0.1, "quick": 0.1, "paper": 0.2},
                    lambda r: float(r.choice([0.0, 0.1, 0.2])), "stochastic depth (max rate)",
                    valid=Valid.number(0.0, 1.0, high_open=True)),
-            HParam("pretrained", "", None,
-                   "local ImageNet Swin checkpoint to initialise from ('' = from scratch)",
-                   valid=Valid.path()),
+            HParam("pretrained", {"smoke": "none", "quick": "none", "paper": "imagenet"}, None,
+                   "initialisation: none (from scratch) | imagenet (timm's ImageNet Swin of "
+                   "the same shape, from the Hugging Face cache) | a local checkpoint path",
+                   valid=Valid.choice_or_path("", "none", "imagenet")),
         ]
 
     @classmethod
@@ -94,8 +101,7 @@ class SwinUnetMethod(SingleNetworkMethod):
                 qkv_bias=True)
         except ValueError as err:
             raise UserError(f"swinunet hparams: {err}") from err
-        if hp["pretrained"]:
-            load_swin_pretrained(net, str(hp["pretrained"]))
+        self.init = init_swin_unet(net, hp["pretrained"])
         return net
 
     def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -109,7 +115,18 @@ def check_swin_config(method: str, hp: dict[str, Any], image_size: int) -> None:
                     _int_list(hp, "depths"), _int_list(hp, "num_heads"),
                     _int(hp, "window_size"))
     except ValueError as err:
-        raise UserError(f"{method} hparams: {err}") from err
+        raise UserError(f"{method} hparams: {err} (with image_size={image_size})") from err
+
+
+def init_swin_unet(net: nn.Module, pretrained: Any) -> str:
+    """Initialise `net` as the `pretrained` hparam says; returns run.json's `init` text."""
+    kind = init_kind(pretrained)
+    if kind == "scratch":
+        return "scratch"
+    if kind == "imagenet":
+        return f"imagenet (timm {load_swin_imagenet(net)['arch']})"
+    load_swin_pretrained(net, str(pretrained))
+    return f"file {Path(str(pretrained)).name}"
 
 
 def _int(hp: dict[str, Any], key: str) -> int:
