@@ -10,8 +10,9 @@ count as `best`.
 Run selection (DomainBed's training-domain validation): runs are first split by
 *configuration*, the `--set` overrides a run was started with; a non-default configuration
 becomes its own row, labelled `Method [key=value, ...]`, so it never replaces the default one.
-Within one configuration only the newest code version (code hash + source data fingerprint)
-is shown, so two code versions never mix in one cell. Then, per (method, source, seed), the
+Within one configuration only the newest code version (code hash + source data fingerprint +
+the networks' initialisation, run.json's `init`) is shown, so two code versions, or a run from
+ImageNet weights and one from scratch, never mix in one cell. Then, per (method, source, seed), the
 hyper-parameter trial with the best source-validation DSC stands for the seed (best.pt's DSC
 under `source-val`, the last epoch's under `last`; under `oracle`, per target, the trial with
 the best target-test DSC); a re-run of the same trial replaces the older one.
@@ -41,7 +42,7 @@ SELECTION_LABEL = {"source-val": "source-validation model selection (best.pt; pe
                            "last-epoch validation DSC)",
                    "oracle": "ORACLE selection on the target test set (not a valid protocol; "
                              "an upper bound only)"}
-PROVENANCE_KEYS = ("run_id", "method", "source", "seed", "profile", "hparam_trial",
+PROVENANCE_KEYS = ("run_id", "method", "source", "seed", "profile", "hparam_trial", "init",
                    "code_version", "git_commit", "created")
 LEARNED_EPS = 1e-9  # a validation DSC must exceed the all-background score by more than this
 
@@ -206,7 +207,8 @@ def _choice(info: dict[str, Any], label: str, config: str, cases: pd.DataFrame,
             background = float(((own["TP"] + own["FN"]) == 0).mean())
             learned = float(own["DSC"].mean()) > background + LEARNED_EPS
     fingerprint = (info.get("data_fingerprints") or {}).get(info["source"], "")
-    version = f"{info.get('code_version', '')}|{fingerprint}"
+    # runs from before run.json recorded `init` trained from scratch or from a --set file
+    version = f"{info.get('code_version', '')}|{fingerprint}|{info.get('init', 'scratch')}"
     return RunChoice(label, config, version, int(info.get("hparam_trial", 0) or 0), val,
                      background, learned)
 
@@ -240,7 +242,7 @@ def _select_runs(cases: pd.DataFrame, choices: dict[str, RunChoice], selection: 
     current = runs.loc[newest_of_version == newest, [*cell, "version"]].drop_duplicates(cell)
     runs = runs.merge(current.rename(columns={"version": "current"}), on=cell)
     for rid in runs.loc[runs["version"] != runs["current"], "run_id"]:
-        choices[rid].shown = "no: an older code or data version of this row"
+        choices[rid].shown = "no: an older code, data or initialisation version of this row"
     runs = runs[runs["version"] == runs["current"]]
     runs = runs.sort_values("created", ascending=False, kind="stable")
     dup = runs.duplicated([*cell, "seed", "trial"])
@@ -275,6 +277,7 @@ def provenance(runs: dict[str, dict[str, Any]], run_ids: list[str],
         info = runs.get(rid, {})
         rec = {k: info.get(k, "") for k in PROVENANCE_KEYS}
         rec["run_id"] = rid
+        rec["init"] = info.get("init") or "not recorded"
         rec["configuration"] = configuration(info) or "default"
         rec["data_fingerprints"] = ", ".join(f"{k}={v}" for k, v in sorted(
             (info.get("data_fingerprints") or {}).items()))
