@@ -75,8 +75,11 @@ def make_leaderboards(req: LeaderboardRequest, registered: dict[str, tuple[str, 
                           baseline=req.baseline, metric=req.metric, n_boot=req.n_boot,
                           collected=got)
     if not tables:
-        raise UserError(f"no finished cross-domain evaluations under '{store.runs_dir}'; "
-                        "run e.g. `bench run --method unet --source ffdm --target dbt` first")
+        skipped = (f" ({len(got.problems)} unreadable run folder(s) skipped; first: "
+                   f"{got.problems[0]})" if got.problems else "")
+        raise UserError(f"no finished cross-domain evaluations under '{store.runs_dir}'"
+                        f"{skipped}; run e.g. `bench run --method unet --source ffdm "
+                        "--target dbt` first")
     for table in tables:
         table.show_ci = req.ci
     extra = "".join(

@@ -35,11 +35,7 @@ from benchmark.aggregate import summarize
 from benchmark.collect import target_label
 from benchmark.config import (
     Profile,
-    apply_profile_overrides,
-    get_profile,
-    resolve_hparams,
     seed_hash,
-    split_overrides,
 )
 from benchmark.errors import UserError
 from benchmark.evaluate import evaluate
@@ -47,7 +43,7 @@ from benchmark.progress import NullReporter, Reporter
 from benchmark.registry import MethodInfo, get_method
 from benchmark.store import ResultsStore, RunRecord, now_iso
 from benchmark.trainer import load_checkpoint, seed_everything, train
-from benchmark.validate import validate_run
+from benchmark.validate import resolve_config
 from datasets.domain import Domain, DomainData
 from datasets.registry import resolve_domain, stand_in_note
 from datasets.splits import make_split, split_hash
@@ -253,12 +249,7 @@ def plan_run(req: RunRequest, reporter: Reporter) -> RunPlan:
     this same function to name their jobs.
     """
     info = get_method(req.method)
-    base_profile = get_profile(req.profile)
-    space = info.cls.hparam_space()
-    overrides = split_overrides(req.sets, base_profile, [h.name for h in space])
-    profile = apply_profile_overrides(base_profile, overrides.profile)
-    hparams = {**resolve_hparams(space, profile.name, req.trial), **overrides.hparams}
-    validate_run(info.cls, profile, hparams, set(overrides.hparams) | set(overrides.profile))
+    profile, hparams = resolve_config(info.cls, req.profile, req.sets, req.trial)
     domains = _domains([req.source, *req.targets], reporter)
     source = domains[req.source]
     version = code_version(info)
@@ -558,6 +549,7 @@ def eval_run(run_id: str, targets: list[str], results_dir: Path, cache_dir: Path
     """`bench eval`: evaluate a stored, trained run on more target domains."""
     store = ResultsStore(results_dir)
     record = store.read(run_id)
+    store.cases(run_id)  # a damaged results table fails here, before any evaluation
     if not record.trained:
         raise UserError(f"run '{run_id}' has no finished training (state: "
                         f"{record.status.get('state')}); rerun `bench run` to finish it")

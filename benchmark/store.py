@@ -102,8 +102,9 @@ class ResultsStore:
         with folder_lock(folder):
             frames = [cases.assign(target_key=target_key)]
             if path.is_file():
-                old = pd.read_parquet(path)
-                frames.insert(0, old[old["target_key"] != target_key])
+                old = self._read_rows(run_id, name)
+                if len(old.columns):
+                    frames.insert(0, old[old["target_key"] != target_key])
             frame = pd.concat(frames, ignore_index=True)
 
             def write(fh: Any) -> None:

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmark.config import HParam, Profile, check_profile, show_value
+from benchmark.config import (
+    HParam,
+    Profile,
+    apply_profile_overrides,
+    check_profile,
+    get_profile,
+    resolve_hparams,
+    show_value,
+    split_overrides,
+)
 from benchmark.errors import UserError
 
 
@@ -26,6 +35,19 @@ def check_hparams(method: str, space: list[HParam], hparams: dict[str, Any],
             where = "--set" if hp.name in set_keys else f"{method} hparam"
             raise UserError(f"{where} {hp.name}={show_value(value)}: {problem}; "
                             f"expected {valid.describe()}")
+
+
+def resolve_config(cls: Any, profile_name: str, sets: list[str], trial: int = 0
+                   ) -> tuple[Profile, dict[str, Any]]:
+    """The profile and hparams of a run (profile defaults, the trial's draw, then `--set`),
+    validated; `plan_run` calls it first, so a bad value fails before anything exists."""
+    base = get_profile(profile_name)
+    space = cls.hparam_space()
+    overrides = split_overrides(sets, base, [h.name for h in space])
+    profile = apply_profile_overrides(base, overrides.profile)
+    hparams = {**resolve_hparams(space, profile.name, trial), **overrides.hparams}
+    validate_run(cls, profile, hparams, set(overrides.hparams) | set(overrides.profile))
+    return profile, hparams
 
 
 def validate_run(cls: Any, profile: Profile, hparams: dict[str, Any],
