@@ -155,9 +155,25 @@ def eval_(
 
 @list_app.command("methods")
 @user_errors
-def list_methods() -> None:
+def list_methods(
+    hparams: Annotated[bool, typer.Option(
+        "--hparams", help="each method's hyper-parameters with their valid values")] = False,
+) -> None:
     """Registered methods: name, paper display name, group, provider."""
     from benchmark.registry import METHODS
+
+    if hparams:
+        from benchmark.config import show_value
+        from benchmark.options_doc import hparam_rows
+
+        table = Table(title="hyper-parameters (--set key=value; defaults of the quick profile)")
+        for col in ("method", "key", "default", "valid values"):
+            table.add_column(col)
+        for info in sorted(METHODS.all().values(), key=lambda i: i.name):
+            for k, (key, default, valid, _) in enumerate(hparam_rows(info.cls)):
+                table.add_row(info.name if k == 0 else "", key, show_value(default), valid)
+        console.print(table)
+        return
 
     table = Table(title="methods")
     for col in ("name", "display name", "group", "provider", "version"):

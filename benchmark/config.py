@@ -180,12 +180,14 @@ def check_profile(profile: Profile, set_keys: set[str] | None = None) -> None:
 
 def show_value(value: Any) -> str:
     """A value as it would be typed after --set (JSON for numbers and lists, raw strings)."""
+    if value is None:
+        return "none"
     if isinstance(value, str):
         return value if value else "''"
     if isinstance(value, Mapping):
         return ",".join(f"{k}:{show_value(v)}" for k, v in value.items())
     if isinstance(value, tuple):
-        value = list(value)
+        return ",".join(show_value(v) for v in value)
     try:
         text = json.dumps(value)
     except (TypeError, ValueError):

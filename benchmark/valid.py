@@ -141,7 +141,7 @@ class Valid:
         if self.kind == "int_list":
             n = (str(self.min_len) if self.min_len == self.max_len
                  else f"{self.min_len} to {self.max_len}")
-            return f"a list of {n} integers in {self._interval()}, e.g. [2,2,2,2]"
+            return f"a list of {n} integers in {self._interval()}"
         if self.kind == "split_caps":
             return (f"split:count pairs such as train:16,val:6,test:6 (splits {', '.join(SPLITS)};"
                     f" counts in {self._interval()}), or none (no cap)")
