@@ -187,16 +187,38 @@ def _run_unit(number: int) -> dict[str, Any]:
         raise
 
 
+_LOCK_FDS: set[int] = set()  # build-lock descriptors held by this process
+
+
 @contextlib.contextmanager
 def build_lock(folder: Path) -> Iterator[None]:
     """One builder per store at a time (others wait, then find it built)."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".build.lock", "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
+        _LOCK_FDS.add(fh.fileno())
         try:
             yield
         finally:
+            _LOCK_FDS.discard(fh.fileno())
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _worker_init() -> None:
+    """In a forked worker: drop the inherited build-lock descriptors (a flock lives as long as
+    any copy, so an orphan would keep the store locked) and die with the parent (Linux
+    PR_SET_PDEATHSIG), so a killed build leaves no worker behind."""
+    for fd in list(_LOCK_FDS):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _LOCK_FDS.clear()
+    with contextlib.suppress(Exception):  # not Linux: orphans finish their shard and exit
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != _JOB.get("parent"):  # the parent died before prctl took effect
+            os._exit(1)
 
 
 def build_store(folder: Path, image_size: int, n_units: int, produce: Produce,
@@ -230,7 +252,7 @@ def build_store(folder: Path, image_size: int, n_units: int, produce: Produce,
             remove_shard(folder, name)
     todo = [n for n in range(n_units) if n not in records]
     workers = default_workers() if workers is None else max(1, int(workers))
-    _JOB.update(folder=folder, image_size=image_size, produce=produce)
+    _JOB.update(folder=folder, image_size=image_size, produce=produce, parent=os.getpid())
     t0, images = time.perf_counter(), 0
     weights = weights or [1] * n_units
     with progress_task(progress, f"{label}, {n_units} shards, {workers} worker"
@@ -266,7 +288,7 @@ def _pool_build(todo: list[int], workers: int, done: Callable[[int, dict[str, An
     """Run units in a forked pool (a unit's reader may be a closure, which cannot be pickled;
     forked workers inherit `_JOB`). The first failure cancels the units not yet started."""
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
         futures = {pool.submit(_run_unit, n): n for n in todo}
         pending = set(futures)
         try:
