@@ -112,7 +112,7 @@ def run(
     target: Annotated[list[str] | None, typer.Option(
         "--target", "-t", help="target domain(s); repeat for several")] = None,
     profile: Annotated[str, typer.Option(help="smoke | quick | paper")] = "quick",
-    seed: Annotated[int, typer.Option(help="training seed")] = 0,
+    seed: Annotated[int, typer.Option(help="training seed", min=0, max=2**31 - 1)] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="override a profile field or method hparam: key=value")] = None,
@@ -212,7 +212,7 @@ def list_domains() -> None:
 @user_errors
 def data_show(
     name: Annotated[list[str], typer.Argument(help="domain name(s) or TOML path(s)")],
-    image_size: Annotated[int, typer.Option(help="pixels per side")] = 128,
+    image_size: Annotated[int, typer.Option(help="pixels per side", min=16, max=8192)] = 128,
     out: Annotated[Path | None, typer.Option(
         help="contact sheet PNG path (default: <results>/data/contact-<names>.png)")] = None,
     results_dir: ResultsOpt = None,
@@ -314,7 +314,8 @@ def leaderboard(
 @user_errors
 def perf_metrics(
     repeats: Annotated[int, typer.Option(
-        help="timed repeats on 512x512 (half as many, at least 3, on 2457x1996)")] = 5,
+        help="timed repeats on 512x512 (half as many, at least 3, on 2457x1996)",
+        min=1, max=1000)] = 5,
 ) -> None:
     """Time our metrics against medpy (hd+hd95+asd+assd) and check they agree."""
     from benchmark.perf.metrics_perf import print_metrics_perf, run_metrics_perf
@@ -327,9 +328,12 @@ def perf_metrics(
 @user_errors
 def perf_mlnnet(
     profile: Annotated[str, typer.Option(help="profile whose model sizes are used")] = "quick",
-    image_size: Annotated[int, typer.Option(help="input size in pixels")] = 128,
-    batch: Annotated[int, typer.Option(help="images per batch (per branch)")] = 8,
-    repeats: Annotated[int, typer.Option(help="timed repeats (median reported)")] = 5,
+    image_size: Annotated[int, typer.Option(help="input size in pixels", min=16, max=8192)
+                          ] = 128,
+    batch: Annotated[int, typer.Option(help="images per batch (per branch)", min=1, max=4096)
+                     ] = 8,
+    repeats: Annotated[int, typer.Option(help="timed repeats (median reported)", min=1,
+                                         max=1000)] = 5,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu",
 ) -> None:
     """Batched K-branch evaluation vs K forwards, and mlnnet's training step vs swinunet's."""
@@ -350,9 +354,10 @@ def perf_train(
     profile: Annotated[str | None, typer.Option(
         help="profile whose sizes are used (default: paper on CUDA, quick on CPU)")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    steps: Annotated[int, typer.Option(help="timed training steps and evaluation batches")] = 5,
-    warmup: Annotated[int, typer.Option(help="untimed steps first (compilation, autotuning)")]
-    = 2,
+    steps: Annotated[int, typer.Option(help="timed training steps and evaluation batches",
+                                       min=1, max=10_000)] = 5,
+    warmup: Annotated[int, typer.Option(help="untimed steps first (compilation, autotuning)",
+                                        min=0, max=10_000)] = 2,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the networks")]
     = False,
     set_: Annotated[list[str] | None, typer.Option(

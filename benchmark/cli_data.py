@@ -146,11 +146,13 @@ def data_verify(
 def perf_data(
     name: Annotated[str | None, typer.Argument(
         help="a bound name (default: a generated set of DICOMs)")] = None,
-    n: Annotated[int, typer.Option(help="generated images")] = 16,
-    image_size: Annotated[int, typer.Option(help="pixels per side")] = 512,
+    n: Annotated[int, typer.Option(help="generated images", min=1, max=10_000)] = 16,
+    image_size: Annotated[int, typer.Option(help="pixels per side", min=16, max=8192)] = 512,
     compress: Annotated[bool, typer.Option(help="JPEG 2000 lossless generated DICOMs")] = True,
-    rows: Annotated[int, typer.Option(help="generated image rows (paper: 2457)")] = 2457,
-    cols: Annotated[int, typer.Option(help="generated image columns (paper: 1996)")] = 1996,
+    rows: Annotated[int, typer.Option(help="generated image rows (paper: 2457)", min=16,
+                                      max=16_384)] = 2457,
+    cols: Annotated[int, typer.Option(help="generated image columns (paper: 1996)", min=16,
+                                      max=16_384)] = 1996,
 ) -> None:
     """Samples/s read from the preprocessed cache vs decoded from DICOM, and the ratio."""
     from benchmark.perf.data_perf import print_data_perf, run_data_perf

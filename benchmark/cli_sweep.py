@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,7 +33,8 @@ TargetsOpt = Annotated[str | None, typer.Option(
                       "source's own test split is always evaluated)")]
 SeedsOpt = Annotated[str, typer.Option("--seeds", help="seeds: '0,1,2' or a range '0-4'")]
 TrialsOpt = Annotated[int, typer.Option(
-    "--hparam-trials", help="hparam trials per cell: trial 0 = defaults, others random draws")]
+    "--hparam-trials", help="hparam trials per cell: trial 0 = defaults, others random draws",
+    min=1, max=10_000)]
 ProfileOpt = Annotated[str, typer.Option("--profile", help="smoke | quick | paper")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="override a profile field or method hparam in every job: key=value")]
@@ -75,15 +77,17 @@ def sweep(
     workers: Annotated[int | None, typer.Option(
         help="local: worker processes (default: one per GPU, else 1; 0 = this process)")
     ] = None,
-    cpus_per_job: Annotated[int, typer.Option(help="slurm/ray: CPUs per job")] = 1,
-    gpus_per_job: Annotated[float, typer.Option(help="slurm/ray: GPUs per job")] = 0.0,
+    cpus_per_job: Annotated[int, typer.Option(help="slurm/ray: CPUs per job", min=1,
+                                              max=4096)] = 1,
+    gpus_per_job: Annotated[float, typer.Option(help="slurm/ray: GPUs per job", min=0.0,
+                                                max=64.0)] = 0.0,
     time_min: Annotated[int, typer.Option(
-        "--time", help="slurm: time limit per array task, minutes (requeued with resume)")
-    ] = 240,
+        "--time", help="slurm: time limit per array task, minutes (requeued with resume)",
+        min=1, max=525_600)] = 240,
     partition: Annotated[str | None, typer.Option(help="slurm: partition")] = None,
     mem_gb: Annotated[float | None, typer.Option(help="slurm: memory per job, GB")] = None,
     array_parallelism: Annotated[int, typer.Option(
-        help="slurm: array tasks running at once")] = 64,
+        help="slurm: array tasks running at once", min=1, max=100_000)] = 64,
     address: Annotated[str | None, typer.Option(
         help="ray: cluster address (default: start a local instance)")] = None,
     no_wait: Annotated[bool, typer.Option(
@@ -113,6 +117,10 @@ def sweep(
     results, cache = _dirs(results_dir, cache_dir)
     if checkpoint_every is not None and checkpoint_every < 1:
         raise UserError(f"--checkpoint-every {checkpoint_every}: expected >= 1")
+    if mem_gb is not None and not (math.isfinite(mem_gb) and 0 < mem_gb <= 1e6):
+        raise UserError(f"--mem-gb {mem_gb}: expected a number of GB in (0, 1000000]")
+    if workers is not None and workers < 0:
+        raise UserError(f"--workers {workers}: expected >= 0 (0 = this process)")
     options = LaunchOptions(workers=workers, cpus_per_job=cpus_per_job,
                             gpus_per_job=gpus_per_job, time_min=time_min, partition=partition,
                             mem_gb=mem_gb, array_parallelism=array_parallelism,
@@ -201,7 +209,8 @@ def status(
     hparam_trials: TrialsOpt = 1,
     profile: ProfileOpt = "quick",
     set_: SetOpt = None,
-    lines: Annotated[int, typer.Option(help="error lines shown per failed job")] = 3,
+    lines: Annotated[int, typer.Option(help="error lines shown per failed job", min=0,
+                                       max=1000)] = 3,
     results_dir: ResultsOpt = None,
 ) -> None:
     """Each job's state: done / running / failed (with the error's last lines) / incomplete /

@@ -221,6 +221,8 @@ def test_every_command_rejects_bad_options(capsys: pytest.CaptureFixture[str],
             if annotation in (int, float, int | None, float | None):
                 long_opt = next(o for o in p.opts if o.startswith("--"))
                 cases.append(([*path, long_opt, "not-a-number"], long_opt))
+                if not required:  # out of range: refused before any work starts
+                    cases.append(([*path, long_opt, "-99999999999"], long_opt))
         for args, named in cases:
             COUNTS["CLI options"] += 1
             code, out, err = _cli(args, capsys)
