@@ -42,7 +42,11 @@ def _init_error(exc: BaseException) -> UserError:
     if "num_cpus" in first or "num_gpus" in first:
         return UserError("--opt num_cpus: only for a Ray instance the sweep starts itself; this "
                          "sweep joins a running cluster, which keeps its own CPU count")
-    return UserError(f"--launcher ray: could not start or join Ray: {first}")
+    hint = ""
+    if "connect" in first.lower() and not os.environ.get("RAY_AUTH_MODE"):
+        hint = ("; if the cluster uses token authentication (recent `ray start` turns it on), "
+                "set RAY_AUTH_MODE=token here too")
+    return UserError(f"--launcher ray: could not start or join Ray: {first}{hint}")
 
 
 class RayLauncher(Launcher):
