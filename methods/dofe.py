@@ -66,10 +66,13 @@ from benchmark.errors import UserError
 from benchmark.registry import register_method
 from benchmark.valid import Valid
 from methods.augment import Inversion, PseudoDomain, PseudoDomainMethod, bezier_curves, identity
-from methods.base import Batch
+from methods.base import CHANNELS_RANGE, LR_RANGE, WEIGHT_DECAY_RANGE, Batch
 from methods.networks.dofe_deeplab import DofeDeepLab
 from methods.networks.timm_weights import create_pretrained, hub_id, init_kind
 
+#: timm's MobileNetV2 variants (the `encoder` hparam's choices).
+ENCODERS = ("mobilenetv2_035", "mobilenetv2_050", "mobilenetv2_075", "mobilenetv2_100",
+            "mobilenetv2_110d", "mobilenetv2_120d", "mobilenetv2_140")
 
 def init_dofe_encoder(network: DofeDeepLab, encoder: str, pretrained: Any) -> str:
     """Load ImageNet (or local-file) weights into the MobileNetV2 encoder through timm (same
@@ -123,24 +126,28 @@ class DofeMethod(PseudoDomainMethod):
                    "the pool fix (opt-in): feed the domain-code head the ASPP output before "
                    "its Dropout(0.5), so its BN statistics match eval (DoFE's code: false)"),
             HParam("lr", 1e-3, lambda r: float(10 ** r.uniform(-4, -2.5)),
-                   "Adam learning rate (DoFE: 1e-3)"),
+                   "Adam learning rate (DoFE: 1e-3)", valid=LR_RANGE),
             HParam("weight_decay", 1e-3, lambda r: float(10 ** r.uniform(-5, -2)),
-                   "Adam weight decay (harness protocol, paper 4.1.3)"),
+                   "Adam weight decay (harness protocol, paper 4.1.3)", valid=WEIGHT_DECAY_RANGE),
             HParam("pretrain_epochs", {"smoke": 0, "quick": 4, "paper": 33},
-                   lambda r: int(r.choice([2, 4, 6])), "plain DeepLabv3+ epochs before DoFE"),
+                   lambda r: int(r.choice([2, 4, 6])), "plain DeepLabv3+ epochs before DoFE",
+                   valid=Valid.integer(0, 100_000)),
             HParam("lr_drop_epoch", {"smoke": 1000, "quick": 10, "paper": 83}, None,
-                   "epoch after which the learning rate is multiplied by 0.2"),
-            HParam("momentum", 0.9, None, "knowledge pool update momentum (DoFE --lam)"),
+                   "epoch after which the learning rate is multiplied by 0.2",
+                   valid=Valid.integer(0, 1_000_000)),
+            HParam("momentum", 0.9, None, "knowledge pool update momentum (DoFE --lam)",
+                   valid=Valid.number(0.0, 1.0)),
             HParam("domain_loss_weight", 0.1, lambda r: float(r.choice([0.05, 0.1, 0.2])),
-                   "weight of the MSE on soft domain labels"),
+                   "weight of the MSE on soft domain labels", valid=Valid.number(0.0, 1000.0)),
             HParam("encoder", {"smoke": "mobilenetv2_035", "quick": "mobilenetv2_100",
-                               "paper": "mobilenetv2_100"}, None, "timm MobileNetV2 variant"),
+                               "paper": "mobilenetv2_100"}, None, "timm MobileNetV2 variant",
+                   valid=Valid.choice(*ENCODERS)),
             HParam("aspp_channels", {"smoke": 16, "quick": 48, "paper": 256}, None,
-                   "ASPP width (DoFE: 256)"),
+                   "ASPP width (DoFE: 256)", valid=CHANNELS_RANGE),
             HParam("low_channels", {"smoke": 8, "quick": 48, "paper": 48}, None,
-                   "low-level projection width (DoFE: 48)"),
+                   "low-level projection width (DoFE: 48)", valid=CHANNELS_RANGE),
             HParam("head_channels", {"smoke": 16, "quick": 48, "paper": 256}, None,
-                   "segmentation head width (DoFE: 256)"),
+                   "segmentation head width (DoFE: 256)", valid=CHANNELS_RANGE),
             HParam("pretrained", {"smoke": "none", "quick": "none", "paper": "imagenet"}, None,
                    "encoder initialisation: none | imagenet (timm's MobileNetV2 weights from "
                    "the Hugging Face cache) | a local timm state dict path",
