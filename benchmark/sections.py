@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.collect import Collected
+from benchmark.collect import Collected, target_label
 from benchmark.lesions import froc_curve, sensitivity_at
 
 FROC_RATES = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -25,10 +25,12 @@ def cost_table(got: Collected) -> pd.DataFrame:
     """One row per (data kind, profile, method, source): params, train s, infer ms, memory."""
     recs = []
     for rid, info in got.runs.items():
+        choice = got.choices.get(rid)  # its row label: display name [+ configuration]
         recs.append({"run_id": rid, "data_kind": info.get("data_kind", "?"),
-                     "profile": info["profile"], "method": info.get("method_display",
-                                                                    info["method"]),
-                     "source": info["source"], "params": info.get("num_parameters"),
+                     "profile": info["profile"], "method": choice.label if choice else
+                     info.get("method_display", info["method"]),
+                     "source": target_label(info["source"], info.get("source_name")),
+                     "params": info.get("num_parameters"),
                      "train_seconds": (info.get("timings") or {}).get("train_seconds"),
                      "trained_by": info.get("trained_by_method") or ""})
     runs = pd.DataFrame(recs)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from benchmark.collect import collect, provenance
 from benchmark.leaderboard import build_tables
+from benchmark.sections import cost_table
 from benchmark.store import ResultsStore
 
 
@@ -77,6 +78,8 @@ def test_configurations_get_their_own_rows(tmp_path: Path) -> None:
     assert rows == ["Unet", "Unet [epochs=20]", "Unet [lr=0.01]"]
     assert table.cells[("Unet", "ffdm", "dbt")].summary["DSC_mean"] == 45.0
     assert table.cells[("Unet [epochs=20]", "ffdm", "dbt")].summary["DSC_mean"] == 15.0
+    costs = cost_table(collect(store))
+    assert set(costs["method"]) == {"Unet", "Unet [epochs=20]", "Unet [lr=0.01]"}
 
 
 def test_code_versions_never_mix_in_a_cell(tmp_path: Path) -> None:
