@@ -1,21 +1,28 @@
 """`mlnnet` ("MLN-net", ours): Swin-Unet + multiple LN + source augmentation + cosine selection.
 
-Wang et al.'s MLN-net (the paper in shared/paper). Spec: specs/mlnnet_sadn.md section 1.
+Wang et al.'s MLN-net (page: docs/methods/mlnnet.md; released modules: yezanting/main-module-of-MLN-net).
 Choices where the paper and the released "main modules" are silent (each an hparam):
 
 - Two branches: source-similar (the source plus its Bezier copies, control pairs (0.30, 0.70)
   and mirror) and source-dissimilar (the grayscale inversion of all of those), the reading of
-  the released scripts' `image_512_sum` / `image_512_trans_sum` folders (spec 1.3).
+  the released scripts' `image_512_sum` / `image_512_trans_sum` folders (their hard-coded paths).
 - Every LayerNorm of the Swin-Unet is multiplied (the analogue of SADN's all-BN); `norms=block`
   multiplies only the Swin blocks' norm1/norm2.
-- Loss: Eq. 14's 2-class Dice per branch, summed over the branches (Eq. 15), one Adam step
-  (the shared protocol of paper 4.1.3). No CE term: the paper names Dice only.
+- Loss: Eq. 14's Dice per branch with N = 1, the foreground class (`dice_classes=foreground`;
+  the 2-class Dice with the background, `both`, stays at all-background from scratch), summed
+  over the branches (Eq. 15), one Adam step (the shared protocol of paper 4.1.3). No CE term:
+  the paper names Dice only.
 - Source statistics: per LN and branch, the per-channel mean and std of the LN input, per image
   and averaged over the last training epoch ("at the final iteration" in a single batch is
-  noisy; `stats_record=last-batch` reproduces it). Per-image statistics make Q_d comparable with
-  a single test image's Q_t.
+  noisy; `stats_record=last-batch` reproduces it), in training mode; `stats_record=eval-pass`
+  records them instead in eval mode with the end-of-epoch (checkpoint) weights over the epoch's
+  training views, as Q_t is. Per-image statistics make Q_d comparable with a single test
+  image's Q_t.
 - Selection per test image: the most similar branch by the summed cosine similarities;
   `selection=paper-literal` applies Eq. 20's argmin as printed (see methods/selection.py).
+  Eq. 18 per layer: by default cos(mu, mu*) + cos(sigma, sigma*), as the released
+  `cal_distance` computes; `similarity_form=joint` is the printed Eq. 18, one cosine of the
+  joint (mu, sigma) vector.
 - Table 3's test-time variants (R, E, +, E+) reuse MLN-net's training run rather than training
   copies of it (`shares_training_with`): they differ only in `predict`, so five trainings of
   one network would cost five times as much for the same weights; Unet-R/E reuse Unet*'s.
@@ -68,7 +75,8 @@ class MlnNetEPlus(MultiBranchMethod):
 
 @register_method("mlnnet-r", display_name="MLN-net-R", group="ablation", citation=CITATION)
 class MlnNetR(MultiBranchMethod):
-    """MLN-net-R: branches without selection; their binary outputs are summed, >= 1 positive."""
+    """MLN-net-R: branches without selection; their binary outputs are summed and a pixel is
+    positive when >= 1 branch says so, i.e. the union of the branches' binary masks."""
 
     shares_training_with = "mlnnet"
 
@@ -77,7 +85,12 @@ class MlnNetR(MultiBranchMethod):
 
 @register_method("basenet", display_name="Basenet", group="ablation", citation=CITATION)
 class Basenet(MultiBranchMethod):
-    """Basenet: the plain Swin-Unet under MLN-net's training recipe (Dice loss, Adam)."""
+    """Basenet: the plain Swin-Unet under MLN-net's training recipe (Dice loss, Adam).
+
+    The paper's Table 3 Basenet row repeats Table 1's Swin-Unet numbers. Here it is its own
+    training with MLN-net's foreground Dice instead of Swin-Unet's 0.4 BCE + 0.6 Dice, so that
+    every Table 3 row (Basenet, Basenet-S, MLN-net-R, MLN-net, ...) differs from the next by one
+    MLN-net component and never by the loss (docs/methods/mlnnet.md)."""
 
     augment = False
     branched = False

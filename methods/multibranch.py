@@ -4,9 +4,18 @@ A configuration picks the backbone (Swin-Unet or U-Net), whether the source is a
 pseudo-domains (Bezier source-similar, inverted source-dissimilar; section 3.1), whether each
 pseudo-domain gets its own normalisation branch (multiple LN; 3.2.2) and how branches are
 combined at test time (one branch, the sum of the branches' binary outputs, or selection by
-normalisation statistics; 3.3). Training follows Eqs. 14-15: a 2-class Dice loss per branch on
-its own domain-homogeneous batch, summed, one optimiser step (the SADN-style one step per group
-is `loss_step=per-group`).
+normalisation statistics; 3.3). Training follows Eqs. 14-15: Eq. 14's Dice loss per branch on
+its own domain-homogeneous batch (the foreground Dice, N = 1, by default; `dice_classes=both`
+is the 2-class Dice), summed, one optimiser step (the SADN-style one step per group is
+`loss_step=per-group`).
+
+Q_d (the source statistics of each branch, 3.2.2) is recorded by default in training mode and
+averaged over the last epoch (`stats_record=epoch`). `stats_record=eval-pass` records it as the
+paper describes, "at the final iteration": at the end of each epoch, an eval-mode pass (no
+drop-path) with the end-of-epoch weights, i.e. those of the checkpoint written just after, over
+that epoch's training views of each branch (the most recent `QD_MAX_VIEWS` per branch, kept on
+the CPU in float16 and in mid-epoch checkpoints), so Q_d and Q_t come from the same network in
+the same mode.
 """
 
 from __future__ import annotations
@@ -39,8 +48,11 @@ from methods.networks.multinorm import (
     multinorms,
 )
 from methods.networks.unet import UNet
-from methods.selection import branch_scores, choose, correctional_mean
+from methods.selection import FORMS, branch_scores, choose, correctional_mean
 from methods.swinunet import SwinUnetMethod, check_swin_config
+
+#: The most recent training views per branch that the eval-mode Q_d pass goes over.
+QD_MAX_VIEWS = 512
 
 
 class MultiBranchMethod(PseudoDomainMethod):
@@ -52,7 +64,8 @@ class MultiBranchMethod(PseudoDomainMethod):
     combine: ClassVar[str] = "select"  # "select" | "sum" | "single"
     metric: ClassVar[str] = "cosine"  # for combine == "select"
     plus: ClassVar[bool] = False  # the correctional mean in Q_d and Q_t
-    inference_hparams: ClassVar[frozenset[str]] = frozenset({"selection"})  # predict only
+    inference_hparams: ClassVar[frozenset[str]] = frozenset(
+        {"selection", "similarity_form"})  # read by predict only
 
     def __init__(self, hparams: dict[str, Any], device: torch.device, image_size: int,
                  amp: bool = False) -> None:
@@ -68,6 +81,9 @@ class MultiBranchMethod(PseudoDomainMethod):
         self.pixel_sum = torch.zeros(self.num_branches)
         self.pixel_count = torch.zeros(self.num_branches)
         self.pixel_mean = torch.zeros(self.num_branches)
+        # stats_record=eval-pass: this epoch's training views per branch (CPU, float16)
+        self._eval_pass = self.branched and self.hparams.get("stats_record") == "eval-pass"
+        self._views: list[list[torch.Tensor]] = [[] for _ in range(self.num_branches)]
         self._last_info: list[dict[str, Any]] = []
 
     # --- declaration ------------------------------------------------------------------------
@@ -109,8 +125,9 @@ class MultiBranchMethod(PseudoDomainMethod):
                 HParam("norms", "all", None, "multiplied LNs: all | block (Swin blocks only)",
                        valid=Valid.choice("all", "block")),
                 HParam("stats_record", "epoch", None,
-                       "source statistics: epoch (mean over the last epoch) | last-batch",
-                       valid=Valid.choice("epoch", "last-batch")),
+                       "Q_d: epoch (train mode, mean over the last epoch) | last-batch | "
+                       "eval-pass (eval mode, end-of-epoch weights, the epoch's views)",
+                       valid=Valid.choice("epoch", "last-batch", "eval-pass")),
                 HParam("loss_step", "sum", None,
                        "sum (Eq. 15, one step) | per-group (SADN: one step per branch)",
                        valid=Valid.choice("sum", "per-group")),
@@ -120,6 +137,10 @@ class MultiBranchMethod(PseudoDomainMethod):
                                 "most-similar | paper-literal (Eq. 20's argmin of the "
                                 "cosine sum)",
                                 valid=Valid.choice("most-similar", "paper-literal")))
+            space.append(HParam("similarity_form", "sum", None,
+                                "Eq. 18 per layer: sum (cos(mu) + cos(sigma), the released "
+                                "code) | joint (one cosine of (mu, sigma), the printed Eq. 18)",
+                                valid=Valid.choice(*FORMS)))
         return space
 
     @classmethod
@@ -151,6 +172,7 @@ class MultiBranchMethod(PseudoDomainMethod):
         """The backbone with its LayerNorms multiplied into K branches (when branched)."""
         k = self.num_branches if self.branched else 1
         record = str(self.hparams.get("stats_record", "epoch"))
+        record = "epoch" if record == "eval-pass" else record  # overwritten at each epoch end
         if self.backbone == "swin":
             net = SwinUnetMethod.build_network(self)  # type: ignore[arg-type]
             if self.branched:
@@ -186,6 +208,8 @@ class MultiBranchMethod(PseudoDomainMethod):
                 m = correctional_mean(batch["image"]).cpu()
                 self.pixel_sum[kb] += m.sum()
                 self.pixel_count[kb] += len(m)
+                if self._eval_pass:
+                    self._keep_views(kb, batch["image"])
             if per_group:
                 self.optimizer.zero_grad(set_to_none=True)
             with self.autocast(), branch(kb):
@@ -209,9 +233,44 @@ class MultiBranchMethod(PseudoDomainMethod):
             return two_class_dice_loss(logits, masks)
         return foreground_dice_loss(logits, masks)
 
+    def _keep_views(self, k: int, images: torch.Tensor) -> None:
+        """Remember branch k's training views of this epoch for the eval-mode Q_d pass."""
+        self._views[k].append(images.detach().to("cpu", torch.float16))
+        while sum(len(v) for v in self._views[k]) - len(self._views[k][0]) >= QD_MAX_VIEWS:
+            self._views[k].pop(0)  # keep the most recent QD_MAX_VIEWS (or a few more)
+
+    @torch.no_grad()
+    def record_eval_stats(self, batch_size: int = 16) -> None:
+        """Q_d in eval mode with the current weights over the kept views of each branch: the
+        per-image statistics of every multi-norm layer's input, averaged (see the module)."""
+        layers = [m for _, m in multinorms(self.network)]
+        was_training = self.network.training
+        self.network.eval()
+        for k, chunks in enumerate(self._views):
+            if not chunks:
+                continue
+            images = torch.cat(chunks)
+            sums: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+            for start in range(0, len(images), batch_size):
+                x = images[start:start + batch_size].to(self.device, torch.float32)
+                with self.autocast(), branch(k), capture(self.network) as stats:
+                    self.network(x)
+                part = [(m.sum(0), s.sum(0)) for m, s in stats]
+                sums = part if sums is None else [(a + c, b + d) for (a, b), (c, d)
+                                                  in zip(sums, part, strict=True)]
+            assert sums is not None and len(sums) == len(layers)
+            for layer, (mean_sum, std_sum) in zip(layers, sums, strict=True):
+                layer.stat_mean[k] = mean_sum / len(images)
+                layer.stat_std[k] = std_sum / len(images)
+                layer.stat_count[k] = len(images)
+        self.network.train(was_training)
+
     def end_epoch(self, epoch: int) -> None:
         """Finalise this epoch's normalisation statistics and correctional means."""
         end_recording_period(self.network)
+        if self._eval_pass:
+            self.record_eval_stats()
+            self._views = [[] for _ in range(self.num_branches)]
         seen = self.pixel_count > 0
         self.pixel_mean[seen] = self.pixel_sum[seen] / self.pixel_count[seen]
         self.pixel_sum.zero_()
@@ -244,7 +303,8 @@ class MultiBranchMethod(PseudoDomainMethod):
             extra_t = correctional_mean(images)
             extra_r = self._reference_pixel_mean().to(extra_t.device)
         scores = branch_scores(target, [(m.to(images.device), s.to(images.device))
-                                        for m, s in reference], self.metric, extra_t, extra_r)
+                                        for m, s in reference], self.metric, extra_t, extra_r,
+                               form=str(self.hparams.get("similarity_form", "sum")))
         chosen = choose(scores, self.metric, str(self.hparams["selection"]))
         names = [g.name for g in self.groups]
         self._last_info = [{"branch": int(c), "branch_name": names[int(c)],
@@ -270,10 +330,16 @@ class MultiBranchMethod(PseudoDomainMethod):
         return {"adam": self.optimizer}
 
     def extra_state(self) -> dict[str, Any]:
-        return {"pixel_sum": self.pixel_sum.clone(), "pixel_count": self.pixel_count.clone(),
-                "pixel_mean": self.pixel_mean.clone()}
+        out: dict[str, Any] = {"pixel_sum": self.pixel_sum.clone(),
+                               "pixel_count": self.pixel_count.clone(),
+                               "pixel_mean": self.pixel_mean.clone()}
+        if self._eval_pass:  # a mid-epoch checkpoint keeps the views seen so far
+            out["qd_views"] = [torch.cat(v) if v else torch.zeros(0) for v in self._views]
+        return out
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         for key in ("pixel_sum", "pixel_count", "pixel_mean"):
             if key in state:
                 getattr(self, key).copy_(state[key])
+        if self._eval_pass and "qd_views" in state:
+            self._views = [[v] if len(v) else [] for v in state["qd_views"]]

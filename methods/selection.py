@@ -7,8 +7,15 @@ the most similar (argmax). Euclidean (MLN-net-E): D_k = sum_l |mu - mu*| + |sigm
 pick argmin. The "+" variants append the correctional mean (section 5.1.2) to every layer's mean
 vector in Q_d and Q_t ("added to the matrices Q_d and Q_t").
 
-Eq. 20 literally takes the argmin of the cosine sum, i.e. the LEAST similar branch; the spec
-(1.5) traces this to SADN's `if new_dis < dis`, kept when the distance became a similarity. We
+Eq. 18 prints ONE cosine per layer, of the joint vector (mu, sigma) against (mu*, sigma*); the
+released `cal_distance` sums two cosines, cos(mu, mu*) + cos(sigma, sigma*). `form="sum"` (the
+default) follows the released code, whose numbers the paper reports; `form="joint"` is Eq. 18
+as printed (for the Euclidean variant, the distance of the joint vectors). The two differ
+whenever the mean and std vectors have different norms: the joint cosine weights each part by
+its norm, the sum weights them equally.
+
+Eq. 20 literally takes the argmin of the cosine sum, i.e. the LEAST similar branch; this traces
+to SADN's `if new_dis < dis`, kept when the distance became a similarity. We
 default to the most similar branch, the stated intent ("selecting the best"); `paper-literal`
 reproduces Eq. 20 as written.
 """
@@ -20,6 +27,7 @@ import torch.nn.functional as F
 
 SELECTIONS = ("most-similar", "paper-literal")
 METRICS = ("cosine", "euclidean")
+FORMS = ("sum", "joint")  # Eq. 18: the released code's two cosines, or the printed joint one
 
 
 def correctional_mean(images: torch.Tensor) -> torch.Tensor:
@@ -37,16 +45,20 @@ def correctional_mean(images: torch.Tensor) -> torch.Tensor:
 def branch_scores(target: list[tuple[torch.Tensor, torch.Tensor]],
                   reference: list[tuple[torch.Tensor, torch.Tensor]], metric: str = "cosine",
                   target_extra: torch.Tensor | None = None,
-                  reference_extra: torch.Tensor | None = None) -> torch.Tensor:
+                  reference_extra: torch.Tensor | None = None,
+                  form: str = "sum") -> torch.Tensor:
     """Scores (B, K) of B images against K branches.
 
     `target[l]` = (mean, std), each (K, B, C): layer l's input statistics with the image in
     branch k; `reference[l]` = (mean, std), each (K, C). `*_extra` (B,) and (K,): the
     correctional means appended to every layer's mean vector. Cosine gives similarities,
-    Euclidean distances.
+    Euclidean distances. `form`: "sum" of the mean and std terms (released code) or "joint",
+    one term of the concatenated (mean, std) vector (Eq. 18 as printed).
     """
     if metric not in METRICS:
         raise ValueError(f"unknown selection metric '{metric}' ({', '.join(METRICS)})")
+    if form not in FORMS:
+        raise ValueError(f"unknown Eq. 18 form '{form}' ({', '.join(FORMS)})")
     total: torch.Tensor | None = None
     for (t_mean, t_std), (r_mean, r_std) in zip(target, reference, strict=True):
         k, b, _ = t_mean.shape
@@ -55,7 +67,12 @@ def branch_scores(target: list[tuple[torch.Tensor, torch.Tensor]],
         if target_extra is not None and reference_extra is not None:
             t_mean = torch.cat([t_mean, target_extra.view(1, b, 1).expand(k, b, 1)], -1)
             r_mean_b = torch.cat([r_mean_b, reference_extra.view(k, 1, 1).expand(k, b, 1)], -1)
-        if metric == "cosine":
+        if form == "joint":
+            t_joint = torch.cat([t_mean, t_std], -1)
+            r_joint = torch.cat([r_mean_b, r_std_b], -1)
+            layer = (F.cosine_similarity(t_joint, r_joint, dim=-1, eps=1e-8)
+                     if metric == "cosine" else (t_joint - r_joint).norm(dim=-1))
+        elif metric == "cosine":
             layer = (F.cosine_similarity(t_mean, r_mean_b, dim=-1, eps=1e-8)
                      + F.cosine_similarity(t_std, r_std_b, dim=-1, eps=1e-8))
         else:
