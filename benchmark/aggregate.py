@@ -1,6 +1,6 @@
 """Per-image metrics -> mean ± std per cell, with the NaN policy made explicit.
 
-TPR/Pr are undefined (NaN) when the reference/prediction is empty (DESIGN.md metric policy);
+TPR/Pr are undefined (NaN) when the reference/prediction is empty (docs/design.md, metric policy);
 they are excluded from that metric's mean and the excluded count is reported beside it. Any
 other NaN is an error, never silently dropped.
 """

@@ -5,7 +5,7 @@ Choices (the paper reports only mean ± std over images, so everything here is o
 * Aggregation unit (`image` default, as the paper; `patient`; `pooled`). `patient` first
   averages a patient's images (CC/MLO and slices of one breast are not independent, Metrics
   Reloaded pitfalls Fig. 6b). `pooled` sums the confusion counts of all images before forming
-  TPR / Pr / DSC (the dataset-level number of specs/metrics_data.md A4); distances have no
+  TPR / Pr / DSC (Metrics Reloaded's dataset-level number; docs/guide/metrics.md); distances have no
   pooled form, so HD / ASD fall back to the per-image mean under `pooled`.
 * Seeds: a cell's runs differ only by seed. An image's value is first averaged over the seeds
   that evaluated it, so the bootstrap and the paired test see each image once; the cell mean is

@@ -35,7 +35,7 @@ class BezierCurve:
     With every control coordinate in [0, 1], x(t) and y(t) are non-decreasing (their
     derivatives are non-negative combinations of the control differences), so x -> t is found by
     bisection to float64 precision and y(t) follows. This is the curve the released code samples
-    at 100,000 points and interpolates (spec 1.7); the difference is below 1e-5.
+    at 100,000 points and interpolates (the released Bezier script); the difference is below 1e-5.
     """
 
     p1: Point
@@ -99,7 +99,7 @@ class Inversion:
 
     `peak="range"` uses T = 1, the top of the value range, as the released code's 255 - x does;
     `peak="image"` uses T = the image's own maximum, the literal reading of Eq. 5. The MLN code
-    leaves the background inverted (black becomes white, spec 1.8: `background="invert"`);
+    leaves the background inverted (black becomes white, as released: `background="invert"`);
     SADN restores it (`background="keep"`: pixels at the image minimum stay at 0).
     """
 
@@ -166,7 +166,7 @@ class PseudoDomain:
 def similar_dissimilar(curves: Sequence[BezierCurve], inversion: Inversion,
                        include_identity: bool = True) -> list[PseudoDomain]:
     """MLN-net's two groups: source-similar (original + Bezier copies) and source-dissimilar
-    (the grayscale inversion of every source-similar copy: `image_512_trans_sum`, spec 1.3)."""
+    (the grayscale inversion of every source-similar copy: the released `image_512_trans_sum`)."""
     similar: list[Transform] = ([identity] if include_identity else []) + list(curves)
     dissimilar = [compose(f, inversion) for f in similar]
     return [PseudoDomain("similar", tuple(similar)), PseudoDomain("dissimilar", tuple(dissimilar))]

@@ -1,4 +1,4 @@
-"""`bigaug` ("BigAug", P3): deep stacked transformation on the `unet` baseline (spec section 9).
+"""`bigaug` ("BigAug", P3): deep stacked transformation on `unet` (docs/methods/bigaug.md).
 
 Zhang et al. train one segmenter on a single source with nine stacked, randomly applied
 transformations (methods/bigaug_transforms.py). The original backbone is the 3D AH-Net; the

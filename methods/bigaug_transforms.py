@@ -1,6 +1,6 @@
 """BigAug's nine stacked transformations (Zhang et al., TMI 2020) in 2D, drawn from a generator.
 
-Order and ranges follow specs/baselines.md section 9 (paper; the same numbers as the unofficial
+Order and ranges follow the BigAug paper (docs/methods/bigaug.md; the same numbers as the unofficial
 kari-jg/BigAug_torchio port): image quality (blur, sharpen, noise), image appearance
 (brightness, contrast, intensity perturbation), spatial (rotation, scaling, elastic), each
 applied with probability p = 0.5.

@@ -1,6 +1,6 @@
 """`canet` ("CA-net", P2): 2D intra-slice features fused across slices by anisotropic 3D convs.
 
-Zheng et al. (IEEE JBHI 2020); spec: specs/baselines.md section 8; network in
+Zheng et al. (IEEE JBHI 2020); page: docs/methods/canet.md; network in
 `methods.networks.canet` (2.97M parameters at width 32). The MLN-net paper (4.2.2) ran it on 2D
 images replicated along a third dimension; we do the same with D = `slices` copies (default 3)
 whenever a domain has no volumes. When it does, the harness hands us the D slices centred on

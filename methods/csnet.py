@@ -1,18 +1,18 @@
 """`csnet` ("CS-net", P2): the context-sensitive local + context network of Wang & Yang (2018).
 
-Spec: specs/baselines.md section 5 (no public code; the original is an MC detector, so this is
-the spec's fully convolutional dual-branch form: local branch at full resolution, ~9 px
+Page: docs/methods/csnet.md (no public code; the original is an MC detector, so this is
+our fully convolutional dual-branch form: local branch at full resolution, ~9 px
 receptive field; context branch on a coarser view; fused by 1x1 convolutions). The MLN-net
 paper (4.2.2) fed CS-net 512x512 and 1024x1024 inputs, i.e. a context view covering twice the
 local patch's side. The embedded synthetic domains provide no larger field of view, so the
 context branch sees the same image average-pooled by `context_scale` = 2 (the paper's 1024/512
-ratio; the spec's own sketch uses 4, available via the hparam); its receptive field is then
+ratio; 4 is available via the hparam); its receptive field is then
 32 px on the pooled grid, 64 px at full resolution, against 9 px for the local branch. With real
 data that offers a larger field of view, `CSNet.forward(x, context, context_fov)` is where it
 plugs in: pass the centred context image and its field-of-view ratio (e.g. 2.0).
 
 No recipe is published for our task, so it uses the shared protocol (BCE + soft Dice, Adam with
-weight decay 1e-3, the harness's flips and rot90). Widths: `paper` uses the spec's widths
+weight decay 1e-3, the harness's flips and rot90). Widths: `paper` uses the full widths
 (local 32-32-64-64, context 32-64-128, head 64: 0.36M parameters); `quick` scales every width by
 `width_scale` = 0.5 because the full-resolution local branch dominates the CPU cost: measured on
 2 CPU threads at 128 px, batch 8, a step then costs 1.13x the quick U-Net's (3.5x at full width).
@@ -61,7 +61,7 @@ class CsnetMethod(SingleNetworkMethod):
             *super().hparam_space(),
             HParam("width_scale", {"smoke": 0.25, "quick": 0.5, "paper": 1.0},
                    lambda r: float(r.choice([0.5, 1.0])),
-                   "multiplier on the spec widths (local 32-32-64-64, context 32-64-128)",
+                   "multiplier on the full widths (local 32-32-64-64, context 32-64-128)",
                    valid=Valid.number(0.0, 16.0, low_open=True)),
             HParam("context_scale", 2, lambda r: int(r.choice([2, 4])),
                    "down-sampling of the image seen by the context branch",

@@ -1,4 +1,4 @@
-"""`dofe` ("Dofe", P3): domain-oriented feature embedding (Wang et al., TMI 2020; spec section 10).
+"""`dofe` ("Dofe", P3): domain-oriented feature embedding (Wang et al., TMI 2020).
 
 A domain knowledge pool holds one prototype per source domain (K x F, F = 304 at the published
 widths); a domain-code head predicts attention over the pool, and the attended prototype is
@@ -6,7 +6,7 @@ added to the semantic feature through a tanh gate (methods/networks/dofe_deeplab
 BCE + 0.1 MSE(softmax(domain logits), soft one-hot label); Adam lr 1e-3, betas (0.9, 0.99).
 
 DoFE needs K >= 2 labelled source domains; from our single source we build K = 3 pseudo-domains
-with MLN-net's transforms (spec section 0): original, Bezier (the paper's a = 0.30 pair, one
+with MLN-net's transforms (docs/methods/dofe.md): original, Bezier (the paper's a = 0.30 pair, one
 curve per image) and inverted. Each step sees one batch per domain of the same source images,
 concatenated (the code's "one sample per domain per index" layout, generalised from 8 per
 domain to the profile batch).
@@ -93,7 +93,7 @@ def init_dofe_encoder(network: DofeDeepLab, encoder: str, pretrained: Any) -> st
 
 
 def dofe_pseudo_domains() -> list[PseudoDomain]:
-    """D0 original, D1 Bezier (paper pair), D2 inverted: the MLN-net transforms (spec 0)."""
+    """D0 original, D1 Bezier (paper pair), D2 inverted: the MLN-net transforms (our choice)."""
     return [PseudoDomain("original", (identity,)),
             PseudoDomain("bezier", tuple(bezier_curves())),
             PseudoDomain("inverted", (Inversion(),))]

@@ -1,6 +1,6 @@
 """`feddg` ("Feddg", P3): episodic learning in continuous frequency space (Liu et al., CVPR 2021).
 
-Spec: specs/baselines.md section 11. Three pseudo-clients stand in for FedDG's source sites:
+docs/methods/feddg.md; liuquande/FedDG-ELCFS. Three pseudo-clients stand in for its source sites:
 original, Bezier and inverted views of the single source (the MLN-net transforms, as for DoFE).
 Each client keeps an amplitude bank built from its own views (methods/frequency.py). Per step
 and client k (first-order episodic meta-learning, the code's `train_ELCFS.py`):

@@ -1,7 +1,7 @@
 """`iadml` ("Iadml", P2): a shallow 4-conv network with inversion augmentation.
 
-Wichakam, Chayakulkheeree & Vateekul (ICDIP 2018); spec: specs/baselines.md section 6. The
-original classifies DBT volumes with a 4-layer 3D ConvNet; we use the spec's 2D fully
+Wichakam, Chayakulkheeree & Vateekul (ICDIP 2018); page: docs/methods/iadml.md. The
+original classifies DBT volumes with a 4-layer 3D ConvNet; we use a 2D fully
 convolutional form (`methods.networks.iadml.IadmlNet`, 0.39M parameters at width 32), one
 sigmoid output with BCE + soft Dice, Adam: the shared fair protocol, since no recipe for this
 task was published.

@@ -45,7 +45,7 @@ def two_class_dice_loss(logits: torch.Tensor, masks: torch.Tensor,
 
 
 def dice_loss1(probs: torch.Tensor, onehot: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
-    """SADN's `dice_loss1` (spec 2.5): 1 - mean over the C channels of the soft Dice of class
+    """SADN's `dice_loss1` (`utils/loss.py`): 1 - mean over the C channels of the soft Dice of class
     probabilities (B,C,H,W) against one-hot labels, sums over the whole batch, background in."""
     dims = (0, 2, 3)
     inter = (probs * onehot).sum(dims)

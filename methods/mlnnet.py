@@ -1,6 +1,6 @@
 """`mlnnet` ("MLN-net", ours): Swin-Unet + multiple LN + source augmentation + cosine selection.
 
-Wang et al.'s MLN-net (page: docs/methods/mlnnet.md; released modules: yezanting/main-module-of-MLN-net).
+Wang et al.'s MLN-net (docs/methods/mlnnet.md; released: yezanting/main-module-of-MLN-net).
 Choices where the paper and the released "main modules" are silent (each an hparam):
 
 - Two branches: source-similar (the source plus its Bezier copies, control pairs (0.30, 0.70)

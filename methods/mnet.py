@@ -1,6 +1,6 @@
 """`mnet` ("M-net", P1): M-Net of Fu et al. (IEEE TMI 2018) with its published multi-output loss.
 
-Spec: specs/baselines.md section 3; reference HzFu/MNet_DeepCDR (`Model_MNet.py`,
+Page: docs/methods/mnet.md; reference HzFu/MNet_DeepCDR (`Model_MNet.py`,
 `mnet_utils.py`, `Step_2_MNet_train.py`). Kept from the reference: the multi-scale input
 pyramid, the four side outputs and the fused output (the mean of the side probabilities), the
 Dice loss (2*sum(yp)+1)/(sum(y)+sum(p)+1) over the whole batch on each of the five outputs with
@@ -16,7 +16,7 @@ Dropped or changed, with reasons:
   on a GPU with toy speck images (600 Adam steps): the BN-free reference never left its initial
   Dice loss (0.988 at 128 px, 0.999 at 512 px; toy DSC ~0), because the Dice-only loss gives
   almost no gradient when clusters cover <1% of the image; with BN it reached toy DSC 0.83 at
-  128 px. The spec allows BN and asks that it be reported.
+  128 px. The departure is reported in docs/methods/mnet.md.
 - Optimiser: the reference script *fine-tunes* a pre-trained model with SGD lr 1e-4 (momentum
   0.9, batch 1); the from-scratch recipe is not published, so M-net uses the shared protocol
   of MLN-net 4.1.3 (Adam, weight decay 1e-3, the harness batch) like every other baseline.

@@ -1,12 +1,12 @@
 """`musn` ("Musn", P2): local Laplacian enhancement, FCM suspicious regions, modified U-Net.
 
-Hossain (J. King Saud Univ. CIS 2022); spec: specs/baselines.md section 7; MLN-net paper
+Hossain (J. King Saud Univ. CIS 2022); page: docs/methods/musn.md; MLN-net paper
 4.2.2 ("augments FFDM data via a local Laplacian filter and C-means clustering algorithm to
 select the region of interest, followed by a modified Unet"). Pipeline, all inside the method
 on the harness's [0, 1] images:
 
 1. Enhancement: the local Laplacian filter (`methods.local_laplacian`, Paris et al. 2011,
-   sampled form) with sigma_r = 0.2 (the spec's 0.1-0.3 range: calcification contrast is below
+   sampled form) with sigma_r = 0.2 (within 0.1-0.3: calcification contrast is below
    it and is boosted, the breast/background edge is above it and kept), detail exponent
    alpha = 0.5 (< 1 enhances detail), beta = 1 (tone range kept). The enhanced image is what
    the network sees, in training and at test time. The fast form samples the remapping at
@@ -14,7 +14,7 @@ on the harness's [0, 1] images:
    deviation from the exact filter on a 16-px test image is about 0.05, at 128 below 0.005).
 2. Suspicious regions: fuzzy C-means (`methods.fcm`, c = 4, m = 2, error 1e-5) on the enhanced
    intensities; the brightest cluster, dilated, is the candidate mask. c = 4 rather than 3
-   (spec: 3-4) so that the brightest cluster isolates bright specks rather than all dense tissue.
+   (3-4 usual) so that the brightest cluster isolates bright specks rather than all dense tissue.
 3. Positive patches: the paper trains only on FCM-selected patches that contain MCCs. Each
    training image yields one `patch_size` crop centred on a random candidate pixel inside the
    lesion mask (any lesion pixel if FCM missed the lesion). Images without a lesion are replaced

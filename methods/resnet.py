@@ -1,7 +1,7 @@
 """`resnet` ("Resnet", P1): a U-Net decoder on a ResNet encoder (MLN-net Table 1 cites He 2016).
 
-Spec: specs/baselines.md section 2. ResNet is a classifier and the MLN-net paper names no
-decoder, so we take the common choice the spec recommends: `smp.Unet` with a resnet34 encoder
+Page: docs/methods/resnet.md. ResNet is a classifier and the MLN-net paper names no
+decoder, so we take the common choice: `smp.Unet` with a resnet34 encoder
 (24.43M parameters with one input channel and one class; resnet50 via the `encoder` hparam,
 32.52M). No recipe is published for this task, so it shares the U-Net's protocol (BCE + soft
 Dice, Adam with weight decay 1e-3 as in MLN-net 4.1.3) and only the architecture differs.
@@ -9,7 +9,7 @@ Initialisation (`pretrained`): `imagenet` at `paper` (the torchvision ImageNet R
 own `encoder_weights="imagenet"` uses, read through timm as `resnet34.tv_in1k` from the Hugging
 Face cache, see methods/networks/timm_weights.py); `none` at smoke/quick (nothing is
 downloaded); or a local state dict path (as `encoder_weights_path`, kept for old commands).
-`paper` is the spec's model (resnet34, decoder 256..16); `quick` uses
+`paper` is the documented model (resnet34, decoder 256..16); `quick` uses
 resnet18 with the decoder halved (128..8, 12.45M), since a ResNet's widths are fixed by its
 definition and depth is the only knob: measured on 2 CPU threads at 128 px, batch 8, a step costs
 1.01x the quick U-Net's (resnet34 with the halved decoder: 1.84x).

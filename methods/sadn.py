@@ -1,7 +1,7 @@
 """`sadn` ("Sadn", P3): style augmentation + dual normalisation (Zhou et al., CVPR 2022).
 
-Re-implementation of zzzqzhou/Dual-Normalization as the spec describes it (specs/mlnnet_sadn.md
-2.1-2.9, 3). Two pseudo-domains of the single source, source-similar (ss) and source-dissimilar
+zzzqzhou/Dual-Normalization re-implemented (docs/methods/sadn.md). Two pseudo-domains of the
+single source, source-similar (ss) and source-dissimilar
 (sd), train one U-Net whose every BatchNorm is dual (`Unet2D`, 26 dual BNs, 3.19M parameters
 at n=16): per iteration one batch per domain, routed through its own BN branch, each with its
 own Dice loss and optimiser step (ss first); Adam (0.9, 0.999), no weight decay, ExponentialLR
@@ -33,14 +33,14 @@ Choices where the paper and code leave room, with reasons:
 
 Test-time path selection (`selection`) and the BatchNorm-statistics pitfalls:
 
-* `batch-stats` (default, spec 2.7 b, the repo's March 2022 momentum-1 form): for each branch
+* `batch-stats` (default, the repo's 2022-03-22 momentum-1 `test_dn_unet.py`): for each branch
   d the test batch is forwarded with every dual BN in branch d normalising with the batch's own
   statistics (transductive, as SADN's `model.train()` at test time), and
   D_d = sum over the 26 layers of ||mu_batch - mu_src,d||_2 + ||var_batch - var_src,d||_2 with
   the batch mean and unbiased variance (what a momentum-1 BN stores) against branch d's stored
   running_mean / running_var; the output of argmin_d D_d is kept. PairwiseDistance's 1e-6 eps
   is omitted.
-* `repo-literal` (spec 2.7 a, HEAD): the same forward, but D_d compares a COPY of the running
+* `repo-literal` (HEAD's test script): the same forward, but D_d compares a COPY of the running
   statistics, updated with BN's momentum 0.1 by every test batch, with the stored ones, so the
   choice depends on the batch history. The copy restarts whenever the method is switched
   between train and eval mode (the harness does so once per evaluated domain, like SADN's fresh
@@ -92,7 +92,7 @@ STYLE_CURVES = ("head", "sep2022")
 
 
 def sadn_pseudo_domains(style_curves: str = "head") -> list[PseudoDomain]:
-    """SADN's source-similar and source-dissimilar groups on [0, 1] images (spec 2.2)."""
+    """SADN's source-similar and source-dissimilar groups on [0, 1] images (the repo's curves)."""
     if style_curves not in STYLE_CURVES:
         raise UserError(f"sadn: style_curves '{style_curves}' is not one of "
                         f"{', '.join(STYLE_CURVES)}")
@@ -160,7 +160,7 @@ class SadnMethod(PseudoDomainMethod):
                    "head (ss identity, sd inversion) | sep2022 (three curves per group)",
                    valid=Valid.choice(*STYLE_CURVES)),
             HParam("selection", "batch-stats", None,
-                   "batch-stats (spec 2.7 b) | repo-literal (momentum-0.1 copy, 2.7 a)",
+                   "batch-stats (momentum-1 form, 2022-03) | repo-literal (momentum-0.1, HEAD)",
                    valid=Valid.choice(*SELECTIONS)),
         ]
 

@@ -1,6 +1,6 @@
 """`swinunet` ("Swin-Unet", P1): the Swin-Unet baseline of the MLN-net paper's Table 1.
 
-Spec: specs/baselines.md section 4 and specs/mlnnet_sadn.md 1.1. Network: `SwinUnet`
+Page: docs/methods/swinunet.md (reference: HuCaoFighting/Swin-Unet). Network: `SwinUnet`
 (methods/networks/swin_unet.py), 1-channel input, one output logit. Choices:
 
 - Loss: Swin-Unet's 0.4*CE + 0.6*Dice becomes 0.4*BCE + 0.6*soft Dice on one logit channel

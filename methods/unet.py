@@ -1,6 +1,6 @@
 """`unet` ("Unet", P1): the U-Net baseline of the MLN-net paper's Table 1.
 
-Spec: specs/baselines.md section 1. Paper silent on the PyTorch variant, so we use the
+Page: docs/methods/unet.md. Paper silent on the PyTorch variant, so we use the
 same-padding BatchNorm U-Net (31.04M parameters at base 64) trained with BCE + soft Dice and
 Adam (MLN-net paper 4.1.3). The touching-cell weight map and SGD momentum 0.99 of the original
 are dropped: the former is meaningless for cluster masks, the latter is rarely reproducible at

@@ -1,7 +1,7 @@
 """Builders of tiny real-layout dataset trees (CBIS-DDSM both layouts + JPEG, INbreast, folder).
 
 Every DICOM carries a planted patient name / id / institution (SECRET) that must never reach
-any output. Images are 64x48-ish phantoms; every pitfall of specs/metrics_data.md Part B that
+any output. Images are 64x48-ish phantoms; every pitfall of docs/guide/data.md that
 the adapters handle is planted somewhere and listed in each builder's docstring.
 """
 

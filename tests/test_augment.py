@@ -1,4 +1,4 @@
-"""Source-domain augmentations: Bezier curves against the spec's reference values, inversion,
+"""Source-domain augmentations: Bezier curves against the released code's values, inversion,
 pseudo-domain batches."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from methods.augment import (
 
 X = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])
 
-# specs/mlnnet_sadn.md section 1.7 [NUM]: the released code's sampled curve at these x
+# MLN-net's released Bezier script (100,000 samples): its sampled curve at these x
 REFERENCE = {
     ((0.9, 0.1), (0.1, 0.9)): [0.0153, 0.0609, 0.5, 0.9391, 0.9847],
     ((0.3, 0.7), (0.7, 0.3)): [0.1904, 0.3610, 0.5, 0.6390, 0.8096],

@@ -33,7 +33,7 @@ def _method(name: str, profile: str = "smoke", size: int = 32, **overrides: obje
     return cls(hparams, torch.device("cpu"), size)
 
 
-# --- registration and parameter counts (specs/baselines.md summary table, +-2%) --------------
+# --- registration and parameter counts (docs/methods/<name>.md, +-2%) --------------
 @pytest.mark.parametrize(("name", "display", "params"), [
     ("iadml", "Iadml", 0.39e6), ("musn", "Musn", 7.8e6), ("canet", "CA-net", 3.0e6)])
 def test_paper_profile_parameter_counts_and_registration(name: str, display: str,

@@ -58,4 +58,4 @@ def test_unet_parameter_count_matches_spec() -> None:
     from methods.networks.unet import UNet
 
     count = sum(p.numel() for p in UNet(base=64).parameters())
-    assert abs(count - 31.04e6) / 31.04e6 < 0.005  # specs/baselines.md: 31.04M
+    assert abs(count - 31.04e6) / 31.04e6 < 0.005  # docs/methods/unet.md: 31.04M

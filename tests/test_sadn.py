@@ -119,7 +119,7 @@ def test_style_groups_head_and_sep2022() -> None:
     assert torch.allclose(sd.transforms[0](x), torch.tensor([[[0.0, 0.75, 0.5, 0.25, 0.1]]]))
     ss3, sd3 = sadn_pseudo_domains("sep2022")
     assert len(ss3.transforms) == len(sd3.transforms) == 3
-    # spec 2.2 [NUM] in [-1, 1]: v=0.5 f(-0.5) = -0.2294, v=0.75 f(-0.5) = -0.1245;
+    # SADN's released style curve in [-1, 1]: v=0.5 f(-0.5) = -0.2294, v=0.75 f(-0.5) = -0.1245;
     # at u = 0.25 in [0, 1] that is (f + 1) / 2, and the dissimilar curve gives 1 - that
     u = torch.tensor([[[0.0, 0.25, 1.0]]])
     for curve, f in zip(ss3.transforms[1:], (-0.2294, -0.1245), strict=True):

@@ -71,7 +71,7 @@ def test_layernorm_inventory_of_the_lite_config() -> None:
     net = SwinUnet(img_size=224, window_size=7, **LITE)  # type: ignore[arg-type]
     all_ln = layernorm_names(net)
     blocks = block_layernorm_names(net)
-    assert len(all_ln) == 38 and len(blocks) == 28  # specs/mlnnet_sadn.md 1.1 inventory
+    assert len(all_ln) == 38 and len(blocks) == 28  # SwinTransformerSys at C=96: 38 LNs, 28 blocks
     assert sum(n.startswith("layers.") for n in blocks) == 16  # encoder: 4 stages x 2 x 2
     assert sum(n.startswith("layers_up.") for n in blocks) == 12  # decoder: 3 stages x 2 x 2
     assert all(n.endswith((".norm1", ".norm2")) for n in blocks)

@@ -1,8 +1,8 @@
 """CA-net (Zheng et al. 2020) as a segmenter: a shared 2D intra-slice encoder, anisotropic 3D
-inter-slice fusion at every scale, and a 2D U-Net decoder (specs/baselines.md section 8).
+inter-slice fusion at every scale, and a 2D U-Net decoder (docs/methods/canet.md).
 
 The original is a DBT false-positive-reduction classifier whose widths and VOI are not
-published; we follow the spec's form: per-slice encoder of 4 stages (2x conv-BN-ReLU, widths
+published; we follow the project's form: per-slice encoder of 4 stages (2x conv-BN-ReLU, widths
 w, 2w, 4w, 8w, max-pool between), then per scale Conv3d (3,1,1) across slices and Conv3d
 (1,3,3) within slices (each BN3d + ReLU) and the mean over the D slices, feeding skip
 connections of a transposed-conv decoder. About 2.96M parameters at w = 32 for any D (the

@@ -2,10 +2,10 @@
 
 The original is a candidate classifier with a local sub-network on the micro-calcification and a
 context sub-network on the surrounding tissue, fused into one decision. Here both branches are
-fully convolutional (specs/baselines.md section 5): a local branch at full resolution with a
+fully convolutional (docs/methods/csnet.md): a local branch at full resolution with a
 ~9 px receptive field (one MC), a context branch on a coarser view with a large receptive field
 (the tissue background), concatenated and fused by 1x1 convolutions into one logit per pixel.
-At the spec widths (local 32-32-64-64, context 32-64-128, head 64) it has 0.37M parameters.
+At the paper-profile widths (local 32-32-64-64, context 32-64-128, head 64) it has 0.37M parameters.
 """
 
 from __future__ import annotations

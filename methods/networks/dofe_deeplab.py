@@ -1,4 +1,4 @@
-"""DoFE's network: DeepLabv3+ on MobileNetV2 with a domain knowledge pool (spec section 10).
+"""DoFE's network: DeepLabv3+ on MobileNetV2 with a domain knowledge pool (docs/methods/dofe.md).
 
 Layout as in emma-sjwang/Dofe (`networks/deeplabv3.py`, `aspp.py`, `decoder.py`,
 `encoder.py`): timm MobileNetV2 features at strides 4 and 16 (output stride 16), ASPP

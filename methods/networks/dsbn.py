@@ -1,4 +1,4 @@
-"""Domain-specific (dual) BatchNorm of SADN (spec 2.4): K BatchNorm2d branches, shared convs.
+"""Domain-specific (dual) BatchNorm of SADN (`model/dsbn.py`): K BatchNorm2d branches, shared convs.
 
 `MultiBatchNorm2d` plugs into the `multinorm.branch(ids)` routing of the multi-branch norms.
 Besides training (batch statistics, running statistics updated) and eval (stored running
@@ -97,7 +97,7 @@ class MultiBatchNorm2d(MultiNorm):
         xf = x.detach().float()
         n = xf.numel() // xf.shape[1]
         mean = xf.mean(dim=(0, 2, 3))
-        # what a momentum-1 BN would store: the unbiased variance (spec 2.7 b)
+        # what a momentum-1 BN would store: the unbiased variance (SADN's 2022-03 form)
         var = xf.var(dim=(0, 2, 3), correction=1 if n > 1 else 0)
         self.last_batch_stats[k] = (mean, var)
         return F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)

@@ -1,4 +1,4 @@
-"""FedDG's `Unet2D` (liuquande/FedDG-ELCFS `networks/unet2d.py`) as specs/baselines.md 11 gives it.
+"""FedDG's `Unet2D` (liuquande/FedDG-ELCFS `networks/unet2d.py`); docs/methods/feddg.md.
 
 Five encoder levels of n..16n channels, each three 3x3 convs (conv-IN, conv-IN-ReLU,
 conv-IN-ReLU) with 2x2 max-pooling between levels; decoder `ConvU` blocks (conv3x3-IN-ReLU on

@@ -1,6 +1,6 @@
 """Iadml's shallow network (Wichakam et al. 2018) as a 2D fully convolutional segmenter.
 
-Spec: specs/baselines.md section 6. The original is a 4-conv-layer 3D ConvNet classifying DBT
+See docs/methods/iadml.md. The original is a 4-conv-layer 3D ConvNet classifying DBT
 volumes; its widths are not published. We keep the four 3x3 convolutions (conv-BN-ReLU, widths
 w, 2w, 4w, 8w with a 2x2 max-pool between them), add a 1x1 conv to one logit and bilinear x8
 up-sampling back to the input size: about 0.39M parameters at w = 32. There is no decoder, as

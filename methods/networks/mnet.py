@@ -3,7 +3,7 @@
 A U-Net whose encoder also receives a multi-scale input pyramid (2x2 average pooling to 1/2,
 1/4, 1/8, each through a 3x3 conv + ReLU and concatenated with the pooled encoder feature) and
 whose decoder has four deep-supervised side outputs. At base 32 with one input channel and one
-class it has 8.93M parameters (specs/baselines.md section 3).
+class it has 8.54M parameters (docs/methods/mnet.md).
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ class MultiLayerNorm(MultiNorm):
     @classmethod
     def from_layernorm(cls, ln: nn.LayerNorm, num_branches: int,
                        record: str = "epoch") -> MultiLayerNorm:
-        """A K-branch copy of `ln`, its gamma/beta copied into every branch (spec 1.1)."""
+        """A K-branch copy of `ln`, its gamma/beta copied into every branch."""
         if len(ln.normalized_shape) != 1:
             raise ValueError("only LayerNorms over the last dimension can be multiplied")
         out = cls(ln.normalized_shape[0], num_branches, ln.eps, record=record)

@@ -1,6 +1,6 @@
-"""Musn's "modified U-Net" (Hossain 2022) as specified in specs/baselines.md section 7(c).
+"""Musn's "modified U-Net" (Hossain 2022) (docs/methods/musn.md).
 
-The paper's modifications are not published in detail; the spec's form is the project's
+The paper's modifications are not published in detail; our form is the project's
 same-padding BatchNorm U-Net (`methods.networks.unet.UNet`) at 32 base filters with dropout 0.5
 after the bottleneck (about 7.8M parameters). Reusing the U-Net keeps the two comparable.
 """

@@ -1,4 +1,4 @@
-"""SADN's 2-D U-Net with dual BatchNorm (`model/unetdsbn.py`, from FedDG; spec 2.3).
+"""SADN's 2-D U-Net with dual BatchNorm (Dual-Normalization's `model/unetdsbn.py`).
 
 Five `ConvD` levels (16-32-64-128-256 channels at n=16) and four `ConvU` levels; every
 normalisation is a `MultiBatchNorm2d` (26 layers), convolutions are shared by the branches.
@@ -69,7 +69,7 @@ class Unet2D(nn.Module):
 
     `forward` returns the sigmoid of the `num_classes` output channels (B, num_classes, H, W),
     as the released network does; the prediction is their argmax. H and W must be divisible
-    by 16 (four poolings). Init (spec 2.3): convs Kaiming-normal (fan_out, relu), BN gamma 1 /
+    by 16 (four poolings). Init (as released): convs Kaiming-normal (fan_out, relu), BN gamma 1 /
     beta 0; conv biases keep PyTorch's default init, as in the original.
     """
 

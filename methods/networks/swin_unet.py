@@ -1,6 +1,6 @@
 """Swin-Unet (Cao et al., ECCV-W 2022): a Swin encoder with a mirrored patch-expanding decoder.
 
-Follows HuCaoFighting/Swin-Unet `SwinTransformerSys` (specs/mlnnet_sadn.md 1.1, baselines.md 4).
+Follows HuCaoFighting/Swin-Unet `SwinTransformerSys` (docs/methods/swinunet.md).
 The encoder is built from timm's `PatchEmbed`, `SwinTransformerStage` (which holds the
 `PatchMerging` at the *start* of a stage, where the original has it at the end of the previous
 one) and `SwinTransformerBlock`; tensors are NHWC (B, H, W, C) throughout. The decoder pieces

@@ -1,4 +1,4 @@
-"""The U-Net of Ronneberger et al. (2015), adapted as in specs/baselines.md section 1.
+"""The U-Net of Ronneberger et al. (2015), adapted as in docs/methods/unet.md.
 
 Adaptations (the paper's own choices do not fit 512x512 cluster masks): same-padding 3x3
 convolutions so output size = input size, BatchNorm after every convolution, 2x2 transposed
