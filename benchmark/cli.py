@@ -101,7 +101,7 @@ def _print_summary(outcome: Any, title: str) -> None:
     info_path = Path(outcome.run_dir) / "run.json"
     line = not_learned_line(json.loads(info_path.read_text())) if info_path.is_file() else None
     if line:
-        console.print(f"[bold red]{line}[/bold red]", highlight=False)
+        console.print(f"[bold red]{line}[/bold red]", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -126,9 +126,9 @@ def not_learned_line(info: dict[str, Any]) -> str | None:
     background = float(training.get("all_background_val_dsc", math.nan))
     if math.isnan(best) or math.isnan(background) or best > background + LEARNED_EPS:
         return None
-    return (f"NOT LEARNED: the best source-validation DSC ({best:.4f}) never beat the "
-            f"all-background score ({background:.4f}), so the numbers above are those of an "
-            "empty prediction, not a result; why and what to do: docs/guide/not-learned.md")
+    return (f"NOT LEARNED: best source-validation DSC {best:.4f} never beat the all-background "
+            f"score {background:.4f}; these are an empty prediction's numbers "
+            "(why: docs/guide/not-learned.md)")
 
 
 def collect(store: ResultsStore, selection: str = "source-val") -> Collected:
