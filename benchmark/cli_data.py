@@ -1,4 +1,4 @@
-"""`bench data add | list | remove | verify` and `bench perf data`: real data from the CLI.
+"""`bench data add | list | remove | build | verify` and `bench perf data`: data from the CLI.
 
 Attached to the `data` and `perf` sub-apps of benchmark.cli (imported at its end).
 """
@@ -120,6 +120,33 @@ def data_remove(name: Annotated[str, typer.Argument(help="a bound name")]) -> No
     console.print(f"removed '{name}' from {path}", highlight=False)
 
 
+@data_app.command("build")
+@user_errors
+def data_build(
+    name: Annotated[list[str], typer.Argument(help="domain name(s) or TOML path(s)")],
+    image_size: Annotated[int, typer.Option(help="pixels per side (quick 128, paper 512)",
+                                            min=8, max=8192)] = 512,
+    workers: Annotated[int | None, typer.Option(
+        help="build processes (default: the cores this process may use)", min=1, max=256)
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option(
+        "--cache-dir", help="data cache (default: $CALCBENCH_CACHE or ~/.cache/calcbench)")
+    ] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+) -> None:
+    """Build (or finish building) the shard cache of each domain at --image-size, in parallel;
+    a killed build resumes from its finished shards. Runs then read it without decoding."""
+    from benchmark.runner import default_cache_dir
+    from datasets.registry import resolve_domain
+
+    reporter = _reporter(no_progress)
+    for spec in name:
+        domain = resolve_domain(spec)
+        domain.workers = workers
+        data = domain.load(image_size, cache_dir or default_cache_dir(), reporter)
+        console.print(f"{spec}: {len(data)} samples at {image_size} px cached", highlight=False)
+
+
 @data_app.command("verify")
 @user_errors
 def data_verify(
@@ -153,10 +180,32 @@ def perf_data(
                                       max=16_384)] = 2457,
     cols: Annotated[int, typer.Option(help="generated image columns (paper: 1996)", min=16,
                                       max=16_384)] = 1996,
+    scale: Annotated[int | None, typer.Option(
+        help="measure the cache at scale: N and 4N generated DICOM frames (FFDM + DBT), "
+             "build speed by workers, peak RSS, loader samples/s, decodes on reread",
+        min=2, max=100_000)] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="--scale: build processes / reader threads (default: available cores)",
+        min=1, max=256)] = None,
+    dbt_frames: Annotated[int, typer.Option(
+        help="--scale: frames per generated DBT volume", min=1, max=400)] = 10,
+    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
 ) -> None:
-    """Samples/s read from the preprocessed cache vs decoded from DICOM, and the ratio."""
+    """Samples/s read from the cache vs decoded from DICOM; with --scale N, the shard cache's
+    build speed, memory and loader speed at N and 4N full-size DICOM frames."""
     from benchmark.perf.data_perf import print_data_perf, run_data_perf
     from datasets.real.bindings import lookup
+
+    if scale is not None:
+        if name is not None:
+            raise UserError("--scale generates its own DICOMs; leave out the data name")
+        from benchmark.perf.data_scale import print_scale_perf, run_scale_perf
+
+        result = run_scale_perf(scale, image_size=image_size, rows=rows, cols=cols,
+                                dbt_frames=dbt_frames, workers=workers,
+                                reporter=_reporter(no_progress))
+        print_scale_perf(result, console)
+        return
 
     binding = None
     if name is not None:

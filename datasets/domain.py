@@ -106,6 +106,7 @@ class Domain(abc.ABC):
 
     name: str
     synthetic: bool
+    workers: int | None = None  # processes that build the cache (None: every available core)
 
     @abc.abstractmethod
     def fingerprint(self) -> str:

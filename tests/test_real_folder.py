@@ -170,7 +170,7 @@ def test_bindings_accumulate(tree: Path, config: Path) -> None:
 def test_perf_data_command(tree: Path, config: Path) -> None:
     res = bench("perf", "data", "--n", "2", "--rows", "64", "--cols", "48", "--image-size", "32")
     assert res.exit_code == 0, res.output
-    assert "read npz cache" in res.output and "faster than decoding" in res.output
+    assert "read shard cache" in res.output and "faster than decoding" in res.output
     assert bench("data", "add", "p", "--format", "folder", "--root", str(tree)).exit_code == 0
     res = bench("perf", "data", "p", "--image-size", "32")
     assert res.exit_code == 0 and "p (" in res.output, res.output

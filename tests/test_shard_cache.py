@@ -290,7 +290,7 @@ class _FullFile:
 
 
 def test_streamed_batches_do_not_depend_on_loader_workers(tmp_path: Path) -> None:
-    """DataLoader workers prefetch the very batches the in-process path reads, in order,
+    """Reader threads prefetch the very batches the in-process path reads, in order,
     including the slice context of a DBT domain."""
     dom = SyntheticDomain.from_toml(DATA / "tiny-dbt.toml")
     data = dom.load(32, tmp_path)
@@ -326,3 +326,27 @@ def test_same_seed_same_per_case_rows_as_before_the_store(tmp_path: Path) -> Non
     rows = pd.read_parquet(folder / "per_case.parquet")
     rows = json.loads(rows[list(golden["rows"][0])].to_json(orient="records"))
     assert rows == golden["rows"]
+
+
+def test_perf_data_scale_and_data_build_commands(tmp_path: Path) -> None:
+    """`bench perf data --scale` runs end to end on tiny frames and prints every target line;
+    `bench data build` builds a cache that a second call reuses without generating."""
+    from tests.real_cli import bench
+
+    res = bench("perf", "data", "--scale", "4", "--rows", "64", "--cols", "48",
+                "--image-size", "32", "--dbt-frames", "2", "--workers", "2", "--no-progress")
+    assert res.exit_code == 0, res.output
+    for needle in ("build peak RSS 16 vs 4 frames", "loader peak RSS 16 vs 4 frames",
+                   "build with 2 workers vs 1", "samples/s at 32 px",
+                   "DICOM decodes when reading the built cache: 0 (target 0): PASS"):
+        assert needle in res.output, needle
+    bad = bench("perf", "data", "x", "--scale", "4")
+    assert bad.exit_code == 2 and "leave out the data name" in bad.output
+    cache = tmp_path / "cache"
+    args = ("data", "build", str(DATA / "tiny-ffdm.toml"), "--image-size", "16", "--workers",
+            "2", "--cache-dir", str(cache), "--no-progress")
+    first = bench(*args)
+    assert first.exit_code == 0 and "24 samples at 16 px cached" in first.output, first.output
+    manifest = next(cache.rglob("manifest.json"))
+    mtime = manifest.stat().st_mtime_ns
+    assert bench(*args).exit_code == 0 and manifest.stat().st_mtime_ns == mtime

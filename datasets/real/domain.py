@@ -31,7 +31,7 @@ from datasets.shards import store_folder
 
 PREPROCESS_KEYS = ("tiles", "crop", "min_breast_fraction", "crop_margin")
 MAX_LOGGED_PROBLEMS = 10
-CASES_PER_SHARD = 32  # single images per shard (~128 samples, ~160 MB at 512 px)
+CASES_PER_SHARD = 8  # single images per shard (~32 samples, ~40 MB at 512 px)
 
 
 @cache
