@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 
 STORE_FORMAT = 1
+MAX_OPEN = 128  # shard files a reader keeps open (the default ulimit is 1024 descriptors)
 ARRAYS = {"images": np.dtype("<f4"), "masks": np.dtype("u1")}
 
 
@@ -129,22 +131,32 @@ class ShardReader:
         self.n = int(starts[-1])
         self.shard_of = np.repeat(np.arange(len(self.shards)), [s.rows for s in self.shards])
         self.row_in_shard = np.arange(self.n) - starts[self.shard_of]
-        self._fds: dict[tuple[int, str], int] = {}
+        self._fds: dict[tuple[int, str], int] = {}  # insertion order = least recently opened
         self._pid = os.getpid()
+        self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle without open descriptors (DataLoader workers reopen their own)."""
+        """Pickle without open descriptors or the lock (a new process opens its own)."""
         state = dict(self.__dict__)
         state["_fds"] = {}
+        del state["_lock"]
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def _fd(self, shard: int, array: str) -> int:
-        """The read-only descriptor of one shard file, opened on first use in this process."""
+        """The read-only descriptor of one shard file, opened on first use in this process;
+        at most MAX_OPEN stay open (a paper-scale store has thousands of shards). Call it
+        holding `_lock`."""
         if self._pid != os.getpid():  # forked: keep the parent's, open our own
             self._fds, self._pid = {}, os.getpid()
         key = (shard, array)
         fd = self._fds.get(key)
         if fd is None:
+            while len(self._fds) >= MAX_OPEN:
+                os.close(self._fds.pop(next(iter(self._fds))))
             fd = os.open(self.folder / f"{self.shards[shard].name}.{array}.npy", os.O_RDONLY)
             self._fds[key] = fd
         return fd
@@ -177,7 +189,8 @@ class ShardReader:
             shard = int(self.shard_of[first])
             offset = self.shards[shard].offsets[array] + int(self.row_in_shard[first]) * row_bytes
             view = memoryview(flat[start:stop].reshape(-1))
-            got = os.preadv(self._fd(shard, array), [view], offset)
+            with self._lock:  # reader threads share descriptors; the LRU may close one
+                got = os.preadv(self._fd(shard, array), [view], offset)
             if got != len(view):
                 raise ShardError(f"{self.shards[shard].name}.{array}.npy is shorter than its "
                                  "record (truncated after it was opened)")

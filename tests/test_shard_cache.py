@@ -350,3 +350,21 @@ def test_perf_data_scale_and_data_build_commands(tmp_path: Path) -> None:
     manifest = next(cache.rglob("manifest.json"))
     mtime = manifest.stat().st_mtime_ns
     assert bench(*args).exit_code == 0 and manifest.stat().st_mtime_ns == mtime
+
+
+def test_reader_keeps_few_descriptors_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    """A store with more shards than MAX_OPEN reads every row right, closing the least
+    recently opened shard files (a paper-scale store has thousands of shards)."""
+    from datasets import shards
+
+    folder = tmp_path / "s"
+    _build(folder, 12)
+    monkeypatch.setattr(shards, "MAX_OPEN", 3)
+    _manifest, arrays, records = open_store(folder, SIZE)
+    expect = [_unit_sample(r["samples"][0]["meta"]["unit"], row).image
+              for r in records for row in range(r["rows"])]
+    order = np.random.default_rng(0).permutation(len(expect))
+    got = arrays["images"][order]
+    assert all(np.array_equal(got[j], expect[i]) for j, i in enumerate(order))
+    assert len(arrays["images"].reader._fds) <= 3
