@@ -49,9 +49,10 @@ def test_dofe_pool_fix_matches_train_and_eval_statistics() -> None:
     for fix in (False, True):
         net = _dofe_net(fix)
         seen: dict[str, torch.Tensor] = {}
-        net.aspp.register_forward_hook(lambda _m, _i, out: seen.__setitem__("act", out[1]))
+        net.aspp.register_forward_hook(
+            lambda _m, _i, out, seen=seen: seen.__setitem__("act", out[1]))
         net.domain_code[1].register_forward_pre_hook(
-            lambda _m, inp: seen.__setitem__("bn_in", inp[0]))
+            lambda _m, inp, seen=seen: seen.__setitem__("bn_in", inp[0]))
         net.train()
         torch.manual_seed(1)
         with torch.no_grad():
