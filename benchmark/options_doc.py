@@ -43,7 +43,17 @@ that divides every token grid, CS-net needs the image size divisible by 4 x `con
   means none.
 
 Mistakes in the command itself (an unknown option, a missing one, a word where a number is
-expected) are also one line with exit code 2, naming the command and the option.
+expected, a number outside the option's range such as `--seed -1`) are also one line with exit
+code 2, naming the command and the option; `bench COMMAND --help` shows each numeric option's
+range (e.g. `[0<=x<=2147483647]` for `--seed`).
+
+Damaged inputs are reported the same way, naming the file: a truncated `run.json` or
+`status.json`, a `per_case.parquet` that is not a calcbench results table, a half-written
+checkpoint (delete it and rerun the same command), or a `folder` manifest without a required
+column. Bad rows of a `folder` manifest (unparsable or non-positive `spacing_mm`, a path outside
+the dataset root, a missing file, an empty `patient_id`, a second row for the same image id) are
+listed as problems by `bench data add` and `bench data verify` (which then exits with code 1),
+and those rows are left out.
 
 The tables below are generated from the code (`python -m benchmark.options_doc`); `bench list
 methods --hparams` prints the same hparam ranges.
