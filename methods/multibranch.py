@@ -107,8 +107,11 @@ class MultiBranchMethod(PseudoDomainMethod):
                             valid=Valid.choice("foreground", "both")))
         if cls.augment:
             space += [
-                HParam("bezier_pairs", 1, lambda r: int(r.choice([1, 2, 3])),
-                       "control point pairs; each gives a curve and its mirror (Fig. 8)",
+                # no sampler: the default bezier_strategy (paper) makes exactly one pair, so a
+                # random draw of 2 or 3 would be refused by check_config
+                HParam("bezier_pairs", 1, None,
+                       "control point pairs; each gives a curve and its mirror (Fig. 8); more "
+                       "than one needs bezier_strategy=mean or random",
                        valid=Valid.integer(1, 16)),
                 HParam("bezier_strategy", "paper", None,
                        "paper (a = 0.30) | mean (a_n = 0.5 n/N) | random (a ~ U(0, 0.5))",
