@@ -21,6 +21,7 @@ from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
+from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
 from benchmark.config import HParam
@@ -43,7 +44,8 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     if not file.is_file():
         raise UserError(f"encoder_weights_path '{file}': no such file")
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        state = (load_safetensors(file) if file.suffix == ".safetensors"
+                 else torch.load(file, map_location="cpu", weights_only=True))
     except Exception as exc:  # any unreadable or unsafe file is the user's to fix
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"encoder_weights_path '{file}': cannot be read ({reason})") from None

@@ -54,7 +54,7 @@ def test_joint_form_is_one_cosine_of_the_concatenated_vector() -> None:
                    + F.cosine_similarity(t_std[kk, i], r_std[kk], dim=0))
             assert torch.isclose(summed[i, kk], two, atol=1e-6)
     assert not torch.allclose(joint, summed / 2)  # the std part's norm weighs in the joint one
-    with pytest.raises(ValueError, match="Eq. 18 form"):
+    with pytest.raises(ValueError, match=r"Eq\. 18 form"):
         branch_scores([(t_mean, t_std)], [(r_mean, r_std)], form="other")
 
 

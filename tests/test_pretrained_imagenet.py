@@ -164,7 +164,7 @@ def test_offline_without_cached_weights_is_one_line_naming_the_cache(hub_cache: 
         SwinUnetMethod(hp, CPU, 224)
     text = str(err.value)
     assert "\n" not in text and str(hub_cache) in text
-    assert "huggingface-cli download timm/swin_tiny_patch4_window7_224.ms_in1k" in text
+    assert "hf download timm/swin_tiny_patch4_window7_224.ms_in1k" in text
     assert "--set pretrained=" in text
 
 
@@ -184,3 +184,23 @@ def test_paper_profile_defaults_to_imagenet_and_quick_stays_offline() -> None:
         assert resolve_hparams(space, "paper")["pretrained"] == "imagenet", cls
         assert init_kind(resolve_hparams(space, "quick")["pretrained"]) == "scratch", cls
         assert init_kind(resolve_hparams(space, "smoke")["pretrained"]) == "scratch", cls
+
+
+def test_a_local_safetensors_file_works_like_a_pth(tmp_path: Path) -> None:
+    """What `hf download` leaves is model.safetensors: Swin-Unet and Resnet read it too."""
+    hp = resolve_hparams(SwinUnetMethod.hparam_space(), "smoke")
+    torch.manual_seed(0)
+    first = SwinUnetMethod(hp, CPU, 32)
+    encoder = {k: v.contiguous() for k, v in first.network.state_dict().items()
+               if k.startswith(("patch_embed.", "layers.", "norm."))
+               and not any(b in k for b in _BUFFERS)}
+    save_file(encoder, str(tmp_path / "swin.safetensors"))
+    torch.manual_seed(1)
+    second = SwinUnetMethod({**hp, "pretrained": str(tmp_path / "swin.safetensors")}, CPU, 32)
+    assert second.init == "file swin.safetensors"
+    _check_copied(second.network, encoder)
+    state = _timm_state("resnet18.tv_in1k")
+    save_file(state, str(tmp_path / "r18.safetensors"))
+    hp = {**resolve_hparams(ResnetMethod.hparam_space(), "smoke"),
+          "pretrained": str(tmp_path / "r18.safetensors")}
+    assert ResnetMethod(hp, CPU, 32).init == "file r18.safetensors"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file as load_safetensors
 from timm.layers import resize_rel_pos_bias_table
 from torch import nn
 
@@ -37,7 +38,8 @@ def read_swin_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if not file.is_file():
         raise UserError(f"pretrained weights '{file}': no such file")
     try:
-        obj = torch.load(file, map_location="cpu", weights_only=True)
+        obj = (load_safetensors(file) if file.suffix == ".safetensors"
+               else torch.load(file, map_location="cpu", weights_only=True))
     except Exception as err:  # pickle, zip and format errors all mean "not a checkpoint"
         raise UserError(f"pretrained weights '{file}': cannot be read as a torch checkpoint "
                         f"({type(err).__name__})") from err

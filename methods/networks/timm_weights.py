@@ -61,7 +61,8 @@ def _missing_weights_error(arch: str, err: Exception) -> UserError:
     return UserError(
         f"pretrained=imagenet: timm's ImageNet weights for '{arch}' are not in the Hugging Face "
         f"cache {hf_cache_dir()} and cannot be downloaded{offline} ({type(err).__name__}); on "
-        f"a connected machine run `huggingface-cli download {repo}` and copy its cache folder "
+        f"a connected machine run `hf download {repo}` (older huggingface_hub: "
+        f"`huggingface-cli download {repo}`) and copy its cache folder "
         f"(~/.cache/huggingface/hub, or $HF_HOME/hub) to {hf_cache_dir()} here, or pass a "
         "local file with --set pretrained=/path/to/weights.pth, or train from scratch with "
         "--set pretrained=none")
