@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install clean chromium docs
+.PHONY: demo test lint install clean chromium slurm-local docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,16 @@ chromium:
 	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
 
-test: $(VENV)/.installed-test chromium
+# The cluster integration tests start a throw-away Slurm (scripts/slurm-local/cluster.py):
+# Debian's Slurm, munge and MariaDB packages.
+slurm-local:
+	@command -v slurmctld >/dev/null && command -v slurmdbd >/dev/null \
+	  && command -v munged >/dev/null && command -v mariadbd >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq slurm-wlm munge slurmdbd \
+	  mariadb-server; }
+
+test: $(VENV)/.installed-test chromium slurm-local
 	$(BIN)/python -m pytest -q
 
 # The manual (mkdocs.yml): built offline into site/ (git-ignored); strict, so any warning fails.
