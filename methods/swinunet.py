@@ -115,7 +115,9 @@ def check_swin_config(method: str, hp: dict[str, Any], image_size: int) -> None:
                     _int_list(hp, "depths"), _int_list(hp, "num_heads"),
                     _int(hp, "window_size"))
     except ValueError as err:
-        raise UserError(f"{method} hparams: {err} (with image_size={image_size})") from err
+        text = str(err).replace(f"image size {image_size}", f"image_size={image_size}")
+        where = "" if "image_size=" in text else f" (image_size={image_size})"
+        raise UserError(f"{method} hparams: {text}{where}") from err
 
 
 def init_swin_unet(net: nn.Module, pretrained: Any) -> str:
