@@ -280,3 +280,19 @@ def test_attempts_train_seconds_and_command_cover_every_attempt(toy_domains: Any
     record = json.loads((jobs_dir / f"{job.run_id}.json").read_text())
     assert record["attempts"] == 3 and record["state"] == "done"
     assert record["pid"] == os.getpid() and sys.argv != info["command"]
+
+
+# 11. the dry run names the launcher's workers ----------------------------------------------------
+
+def test_dry_run_describes_slurm_tasks_not_local_workers(tmp_path: Path) -> None:
+    data = Path(__file__).resolve().parent / "data"
+    out = CliRunner().invoke(app, ["sweep", "--launcher", "slurm", "--profile", "smoke",
+                                   "--methods", "unet", "--sources",
+                                   str(data / "tiny-ffdm.toml"), "--seeds", "0,1", "--dry-run",
+                                   "--array-parallelism", "8", "--cpus-per-job", "2",
+                                   "--results-dir", str(tmp_path / "r")],
+                             env={"COLUMNS": "400"})
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert "at most 8 Slurm array task(s) at once" in text and "2 CPU thread(s) each" in text
+    assert "local worker" not in text
