@@ -61,14 +61,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.config import HParam
+from benchmark.config import HParam, Profile
 from benchmark.errors import UserError
 from benchmark.registry import register_method
 from benchmark.valid import Valid
 from methods.augment import Inversion, PseudoDomain, PseudoDomainMethod, bezier_curves, identity
 from methods.base import CHANNELS_RANGE, LR_RANGE, WEIGHT_DECAY_RANGE, Batch
 from methods.networks.dofe_deeplab import DofeDeepLab
-from methods.networks.timm_weights import create_pretrained, hub_id, init_kind
+from methods.networks.timm_weights import (
+    check_imagenet_available,
+    create_pretrained,
+    hub_id,
+    init_kind,
+)
 
 #: timm's MobileNetV2 variants (the `encoder` hparam's choices).
 ENCODERS = ("mobilenetv2_035", "mobilenetv2_050", "mobilenetv2_075", "mobilenetv2_100",
@@ -153,6 +158,13 @@ class DofeMethod(PseudoDomainMethod):
                    "the Hugging Face cache) | a local timm state dict path",
                    valid=Valid.choice_or_path("", "none", "imagenet")),
         ]
+
+    @classmethod
+    def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
+        """ImageNet weights that cannot be had offline fail before any data is prepared."""
+        super().check_config(hparams, profile)
+        if init_kind(hparams.get("pretrained")) == "imagenet":
+            check_imagenet_available(str(hparams["encoder"]))
 
     def __init__(self, hparams: dict[str, Any], device: torch.device, image_size: int,
                  amp: bool = False) -> None:

@@ -18,19 +18,24 @@ definition and depth is the only knob: measured on 2 CPU threads at 128 px, batc
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
 from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
-from benchmark.config import HParam
+from benchmark.config import HParam, Profile
 from benchmark.errors import UserError
 from benchmark.registry import register_method
 from benchmark.valid import Valid
 from methods.base import SingleNetworkMethod
 from methods.losses import bce_dice_loss
-from methods.networks.timm_weights import create_pretrained, init_kind
+from methods.networks.timm_weights import (
+    check_imagenet_available,
+    create_pretrained,
+    init_kind,
+)
 
 ENCODERS = ("resnet18", "resnet34", "resnet50")
 
@@ -104,6 +109,13 @@ class ResnetMethod(SingleNetworkMethod):
                    "Hugging Face cache) | a local state dict path",
                    valid=Valid.choice_or_path("", "none", "imagenet")),
         ]
+
+    @classmethod
+    def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
+        """ImageNet weights that cannot be had offline fail before any data is prepared."""
+        super().check_config(hparams, profile)
+        if init_kind(hparams.get("pretrained")) == "imagenet":
+            check_imagenet_available(f"{hparams['encoder']}.tv_in1k")
 
     def build_network(self) -> nn.Module:
         encoder = str(self.hparams["encoder"])

@@ -41,9 +41,13 @@ from benchmark.registry import register_method
 from benchmark.valid import Valid
 from methods.base import SingleNetworkMethod
 from methods.losses import bce_dice_loss
-from methods.networks.swin_pretrained import load_swin_imagenet, load_swin_pretrained
+from methods.networks.swin_pretrained import (
+    load_swin_imagenet,
+    load_swin_pretrained,
+    swin_imagenet_arch_for,
+)
 from methods.networks.swin_unet import SwinUnet, check_shape
-from methods.networks.timm_weights import init_kind
+from methods.networks.timm_weights import check_imagenet_available, init_kind
 
 #: Swin-Unet's loss weights: 0.4 * cross-entropy + 0.6 * Dice (trainer.py of the original).
 BCE_WEIGHT, DICE_WEIGHT = 0.4, 0.6
@@ -118,6 +122,9 @@ def check_swin_config(method: str, hp: dict[str, Any], image_size: int) -> None:
         text = str(err).replace(f"image size {image_size}", f"image_size={image_size}")
         where = "" if "image_size=" in text else f" (image_size={image_size})"
         raise UserError(f"{method} hparams: {text}{where}") from err
+    if init_kind(hp.get("pretrained")) == "imagenet":  # before any data is generated
+        check_imagenet_available(swin_imagenet_arch_for(
+            _int(hp, "embed_dim"), _int_list(hp, "depths"), _int_list(hp, "num_heads")))
 
 
 def init_swin_unet(net: nn.Module, pretrained: Any) -> str:

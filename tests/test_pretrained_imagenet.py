@@ -204,3 +204,19 @@ def test_a_local_safetensors_file_works_like_a_pth(tmp_path: Path) -> None:
     hp = {**resolve_hparams(ResnetMethod.hparam_space(), "smoke"),
           "pretrained": str(tmp_path / "r18.safetensors")}
     assert ResnetMethod(hp, CPU, 32).init == "file r18.safetensors"
+
+
+def test_offline_without_weights_fails_before_any_data(hub_cache: Path, tmp_path: Path) -> None:
+    """plan_run's check_config stops a paper run at once (no 512 px data generated first)."""
+    from benchmark.progress import NullReporter
+    from benchmark.runner import RunRequest, plan_run
+
+    for method in ("swinunet", "mlnnet", "resnet", "dofe"):
+        req = RunRequest(method=method, source="ffdm", profile="paper",
+                         results_dir=tmp_path / "r", cache_dir=tmp_path / "c")
+        with pytest.raises(UserError, match=r"not in the Hugging Face cache"):
+            plan_run(req, NullReporter())
+    assert not (tmp_path / "c").exists()
+    _put_in_cache(hub_cache, "resnet34.tv_in1k", {"x": torch.zeros(1)})  # cached: no error
+    plan_run(RunRequest(method="resnet", source="ffdm", profile="paper",
+                        results_dir=tmp_path / "r", cache_dir=tmp_path / "c"), NullReporter())

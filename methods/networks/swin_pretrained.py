@@ -124,7 +124,13 @@ def swin_shape(model: nn.Module) -> tuple[int, tuple[int, ...], tuple[int, ...]]
 
 def swin_imagenet_arch(model: nn.Module) -> str:
     """The timm model whose ImageNet weights fit `model`, or a UserError listing the shapes."""
-    shape = swin_shape(model)
+    return swin_imagenet_arch_for(*swin_shape(model))
+
+
+def swin_imagenet_arch_for(embed_dim: int, depths: tuple[int, ...] | list[int],
+                           num_heads: tuple[int, ...] | list[int]) -> str:
+    """`swin_imagenet_arch` from the hparams (checked before the network is built)."""
+    shape = (int(embed_dim), tuple(int(d) for d in depths), tuple(int(h) for h in num_heads))
     if shape not in SWIN_IMAGENET:
         known = "; ".join(f"embed_dim={c} depths={list(d)} num_heads={list(h)} ({a})"
                           for (c, d, h), a in SWIN_IMAGENET.items())

@@ -68,6 +68,30 @@ def _missing_weights_error(arch: str, err: Exception) -> UserError:
         "--set pretrained=none")
 
 
+def _check_published(arch: str) -> None:
+    """UserError for an architecture timm has no ImageNet weights for (timm would warn and
+    silently initialise at random)."""
+    if not hub_id(arch):
+        cfg = timm.models.get_pretrained_cfg(arch)
+        if cfg is None or not (cfg.url or cfg.file):
+            raise UserError(f"pretrained=imagenet: timm publishes no ImageNet weights for "
+                            f"'{arch}'; use --set pretrained=none or another model size")
+
+
+def check_imagenet_available(arch: str) -> None:
+    """Fail before any data is prepared when `arch`'s weights cannot be had: none published,
+    or offline (HF_HUB_OFFLINE) with no cached copy. Online, timm downloads them later."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    _check_published(arch)
+    if not constants.HF_HUB_OFFLINE or not hub_id(arch):
+        return
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if isinstance(try_to_load_from_cache(hub_id(arch), name), str):
+            return
+    raise _missing_weights_error(arch, FileNotFoundError("not in the cache"))
+
+
 def create_pretrained(arch: str, file: str | None = None, **kwargs: Any) -> nn.Module:
     """`timm.create_model(arch, pretrained=True, ...)` with ImageNet weights, or a UserError.
 
@@ -75,11 +99,8 @@ def create_pretrained(arch: str, file: str | None = None, **kwargs: Any) -> nn.M
     of the hub. An architecture without published weights is an error rather than timm's
     warning-and-random-init.
     """
-    if file is None and not hub_id(arch):
-        cfg = timm.models.get_pretrained_cfg(arch)
-        if cfg is None or not (cfg.url or cfg.file):
-            raise UserError(f"pretrained=imagenet: timm publishes no ImageNet weights for "
-                            f"'{arch}'; use --set pretrained=none or another model size")
+    if file is None:
+        _check_published(arch)
     overlay = {"file": str(file)} if file is not None else None
     try:
         return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
