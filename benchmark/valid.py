@@ -19,10 +19,12 @@ SPLITS = ("train", "val", "test")
 
 
 def _is_int(value: Any) -> bool:
+    """An int that is not a bool (JSON true would otherwise pass as 1)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
+    """An int or float that is not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -115,6 +117,7 @@ class Valid:
 
     # --- description -------------------------------------------------------------------------
     def _interval(self) -> str:
+        """The range in interval notation, e.g. '(0, 1]'."""
         left = "(" if self.low_open else "["
         right = ")" if self.high_open else "]"
         return f"{left}{_fmt(self.low or 0)}, {_fmt(self.high or 0)}{right}"
