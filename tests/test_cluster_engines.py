@@ -129,9 +129,18 @@ def slurm_env() -> Iterator[dict[str, str]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _refused(cmd: list[str], cwd: Path, env: dict[str, str], reason: str) -> None:
+    """The sweep stops at once with exit code 2 and one line naming `reason`."""
+    done = _bench(cmd, cwd, env, timeout=120)
+    assert done.returncode == 2 and reason in done.stderr, done.stdout + done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
 def test_slurm_sweep_survives_scancel(slurm_env: dict[str, str], tmp_path: Path) -> None:
     env = _env(slurm_env)
     cmd = [*SWEEP, "--launcher", "slurm", "--cpus-per-job", "1", "--time", "10"]
+    _refused([*cmd, "--partition", "nope"], tmp_path, env, "the job array was refused")
+    _refused([*cmd, "--gpus-per-job", "1"], tmp_path, env, "the job array was refused")
     proc = subprocess.Popen([str(BENCH), *cmd], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -224,6 +233,8 @@ def test_ray_sweep_survives_a_killed_worker(ray_head: tuple[str, dict[str, str],
     env = _env({k: head_env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")})
     env.pop("RAY_ADDRESS", None)
     cmd = [*SWEEP, "--launcher", "ray", "--address", address, "--cpus-per-job", "1"]
+    _refused([*cmd, "--gpus-per-job", "1"], tmp_path, env, "no node of the Ray cluster")
+    _refused([*cmd, "--opt", "num_cpus=1"], tmp_path, env, "--opt num_cpus")
     proc = subprocess.Popen([str(BENCH), *cmd], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

@@ -10,6 +10,7 @@ when this launcher runs.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -64,6 +65,7 @@ class RayLauncher(Launcher):
         if "num_cpus" in opts.extra and joining:
             raise _init_error(ValueError("num_cpus"))
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "logging_level": logging.WARNING,  # no "Connecting to ..."
                                   # the driver's calcbench settings follow its jobs
                                   "runtime_env": {"env_vars": {
                                       k: v for k, v in os.environ.items()
