@@ -223,12 +223,14 @@ def _worker_init() -> None:
 
 def build_store(folder: Path, image_size: int, n_units: int, produce: Produce,
                 header: dict[str, Any], *, workers: int | None = None, progress: Any = None,
-                label: str = "building", weights: list[int] | None = None
-                ) -> list[dict[str, Any]]:
+                label: str = "building", weights: list[int] | None = None,
+                first: list[int] | None = None) -> list[dict[str, Any]]:
     """Build (or finish building) the store in `folder`; returns the shard records in order.
 
     The progress bar counts `weights[i]` per finished unit i (images or cases; 1 by default)
-    and shows the images written per second; its ETA follows from the rate.
+    and shows the images written per second; its ETA follows from the rate. Units listed in
+    `first` (the likely biggest, e.g. DBT volumes) start first, so no long unit is left to run
+    alone at the end while the other workers idle.
 
     Call it holding `build_lock(folder)`. Shards already finished and sound are kept; an
     unsound one is named in a one-line warning and rebuilt.
@@ -250,7 +252,9 @@ def build_store(folder: Path, image_size: int, n_units: int, produce: Produce,
             log_message(progress, f"warning: cache shard {folder.name}/{name} is unusable "
                                   f"({exc}); rebuilding it")
             remove_shard(folder, name)
-    todo = [n for n in range(n_units) if n not in records]
+    early = set(first or [])
+    todo = sorted((n for n in range(n_units) if n not in records),
+                  key=lambda n: (n not in early, n))
     workers = default_workers() if workers is None else max(1, int(workers))
     _JOB.update(folder=folder, image_size=image_size, produce=produce, parent=os.getpid())
     t0, images = time.perf_counter(), 0

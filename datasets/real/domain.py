@@ -154,7 +154,8 @@ class RealDomain(Domain):
         records = build_store(folder, image_size, len(units), produce, header,
                               workers=self.workers, progress=progress,
                               label=f"decoding {self.name} ({len(cases)} cases)",
-                              weights=[len(u) for u in units])
+                              weights=[len(u) for u in units],
+                              first=[n for n, u in enumerate(units) if cases[u[0]].volume])
         problems = scan_problems + [Problem(**p) for r in records for p in r["problems"]]
         defaulted = sum(r["notes"].get("defaulted_spacing", 0) for r in records)
         self._log_problems(problems, defaulted, progress)
