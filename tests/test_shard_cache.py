@@ -368,3 +368,25 @@ def test_reader_keeps_few_descriptors_open(tmp_path: Path, monkeypatch: pytest.M
     got = arrays["images"][order]
     assert all(np.array_equal(got[j], expect[i]) for j, i in enumerate(order))
     assert len(arrays["images"].reader._fds) <= 3
+
+
+def test_data_statistics_stream_in_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    """`bench data show` statistics read the store block by block and equal those of the
+    whole domain in memory (block edges not aligned with the pixel subsampling stride)."""
+    from datasets import report
+
+    data = SyntheticDomain.from_toml(DATA / "tiny-dbt.toml").load(32, tmp_path)
+    whole = DomainData("tiny-dbt", np.asarray(data.images), np.asarray(data.masks),
+                       data.spacing_mm, data.patient_ids, data.image_ids, data.meta)
+    monkeypatch.setattr(report, "CHUNK_ROWS", 5)
+    lazy_stats, whole_stats = report.intensity_stats(data), report.intensity_stats(whole)
+    assert lazy_stats.keys() == whole_stats.keys()
+    for key, value in whole_stats.items():
+        if isinstance(value, str):
+            assert lazy_stats[key] == value
+        else:
+            assert lazy_stats[key] == pytest.approx(value, rel=1e-12, nan_ok=True), key
+    step_pixels = report.breast_pixels(data, max_pixels=7_000)
+    flat = np.asarray(data.images).reshape(-1)[::int(np.ceil(data.images.size / 7_000))]
+    np.testing.assert_array_equal(step_pixels, flat[(flat > 0) & (flat < 1)])
