@@ -22,6 +22,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -155,6 +156,10 @@ def start(d: Path) -> dict[str, str]:
     d = d.absolute()
     d.mkdir(parents=True, exist_ok=True)
     d.chmod(0o711)  # munged (user 'munge') must reach its key folder inside
+    closed = [p for p in d.parents if not os.stat(p).st_mode & stat.S_IXOTH]
+    if closed:
+        raise ClusterError(f"'{closed[0]}' is closed to other users, so munged (user 'munge') "
+                           f"cannot reach its key under '{d}': chmod o+x it or use another folder")
     for sub in ("state", "spool", "munge", "mysql"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     names = ("slurmctld", "slurmd", "slurmdbd", "mariadb")

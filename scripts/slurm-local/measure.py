@@ -51,6 +51,7 @@ def main() -> int:
     args = parser.parse_args()
     jobs = len(args.seeds.split(","))
     work = Path(tempfile.mkdtemp(prefix="calcbench-measure-"))
+    work.chmod(0o711)  # munged runs as 'munge' and must reach its key folder inside
     env = {k: v for k, v in os.environ.items() if k != "CALCBENCH_RESULTS"}
     env.setdefault("CALCBENCH_CACHE", str(work / "cache"))
     sys.path.insert(0, str(HERE))
