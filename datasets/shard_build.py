@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from benchmark.errors import UserError
 from benchmark.io import atomic_write_text
@@ -205,9 +206,12 @@ def build_lock(folder: Path) -> Iterator[None]:
 
 
 def _worker_init() -> None:
-    """In a forked worker: drop the inherited build-lock descriptors (a flock lives as long as
-    any copy, so an orphan would keep the store locked) and die with the parent (Linux
-    PR_SET_PDEATHSIG), so a killed build leaves no worker behind."""
+    """In a forked worker: one BLAS/OpenMP thread (the pool is the parallelism: threaded GEMMs
+    in N workers on N cores oversubscribe them; measured 2x slower on 2 cores), drop the
+    inherited build-lock descriptors (a flock lives as long as any copy, so an orphan would
+    keep the store locked) and die with the parent (Linux PR_SET_PDEATHSIG), so a killed build
+    leaves no worker behind."""
+    threadpool_limits(1)
     for fd in list(_LOCK_FDS):
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -274,8 +278,9 @@ def build_store(folder: Path, image_size: int, n_units: int, produce: Produce,
 
         try:
             if workers == 1 or len(todo) <= 1:
-                for number in todo:
-                    done(number, _run_unit(number))
+                with threadpool_limits(1):  # as in a pool worker: 1 worker = 1 core
+                    for number in todo:
+                        done(number, _run_unit(number))
             else:
                 _pool_build(todo, min(workers, len(todo)), done)
         except DiskFullError as exc:
