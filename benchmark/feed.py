@@ -80,6 +80,7 @@ def batch_stream(data: DomainData, batches: Sequence[np.ndarray], device: torch.
     pin = device.type == "cuda"
 
     def read(index: np.ndarray) -> Batch:
+        """One batch in a reader thread (pinned on CUDA)."""
         batch = host_batch(data, index, context_slices)
         return {k: v.pin_memory() for k, v in batch.items()} if pin else batch
 

@@ -269,6 +269,7 @@ def build_store(folder: Path, image_size: int, n_units: int, produce: Produce,
             task.advance(sum(weights[n] for n in records), resumed_shards=len(records))
 
         def done(number: int, record: dict[str, Any]) -> None:
+            """Keep a finished shard's record and advance the bar."""
             nonlocal images
             records[number] = record
             images += record["rows"]

@@ -143,6 +143,7 @@ class ShardReader:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle: a fresh lock; descriptors open on first read."""
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
@@ -169,6 +170,7 @@ class ShardReader:
         self._fds = {}
 
     def __del__(self) -> None:
+        """Close descriptors when the reader goes away."""
         try:
             self.close()
         except Exception:  # interpreter shutdown: descriptors go with the process
@@ -225,6 +227,7 @@ class LazyArray:
         self.ndim = 3
 
     def __len__(self) -> int:
+        """Number of rows."""
         return self.shape[0]
 
     @property
@@ -233,6 +236,8 @@ class LazyArray:
         return int(np.prod(self.shape))
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        """Rows selected by int / slice / int array / bool mask (then any further indices),
+        read from the shards into a new array."""
         rest: tuple[Any, ...] = ()
         if isinstance(key, tuple):
             key, rest = key[0], key[1:]
@@ -261,6 +266,7 @@ class LazyArray:
         return out if dtype is None else out.astype(dtype)
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        """One row at a time."""
         for i in range(self.shape[0]):
             yield self[i]
 

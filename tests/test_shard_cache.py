@@ -45,6 +45,7 @@ def _unit_sample(unit: int, row: int) -> Sample:
 def _produce(delay: float) -> Any:
     """A produce function: unit u has u % 3 + 1 rows, each after `delay` seconds."""
     def produce(unit: int, writer: ShardWriter) -> None:
+        """Unit `unit`'s rows, slowly."""
         for row in range(unit % 3 + 1):
             time.sleep(delay)
             writer.add(_unit_sample(unit, row))
@@ -171,6 +172,7 @@ def test_kill_9_during_build_then_resume_equals_uninterrupted(tmp_path: Path) ->
     original = _produce(0.0)
 
     def counting(unit: int, writer: ShardWriter) -> None:
+        """Record which units the resumed build produces."""
         built.append(unit)
         original(unit, writer)
 
@@ -189,10 +191,14 @@ def test_corrupt_or_truncated_shard_is_named_and_rebuilt(tmp_path: Path) -> None
     logs: list[str] = []
 
     class Log:
+        """A reporter that keeps log lines."""
+
         def log(self, message: str) -> None:
+            """Keep one line."""
             logs.append(message)
 
     def reopen() -> None:
+        """Open the store, rebuilding what is broken."""
         open_or_build(folder, SIZE, lambda: build_store(folder, SIZE, 6, _produce(0.0),
                                                         {"name": "t"}, workers=1,
                                                         progress=Log()), Log())
@@ -240,6 +246,8 @@ def test_full_disk_is_one_line_and_leaves_no_partial_shard(tmp_path: Path,
     folder = tmp_path / "cache" / "s"
 
     class Usage:
+        """shutil.disk_usage's answer on a nearly full disk."""
+
         free = 5 << 20
 
     monkeypatch.setattr(shard_build.shutil, "disk_usage", lambda _p: Usage())
@@ -254,6 +262,7 @@ def test_full_disk_is_one_line_and_leaves_no_partial_shard(tmp_path: Path,
     real_add = ShardWriter.add
 
     def enospc_on_unit_2(self: ShardWriter, sample: Sample) -> None:
+        """Fail shard 2's first sample."""
         if self.name == "shard-00002":
             raise OSError(errno.ENOSPC, "No space left on device")
         real_add(self, sample)
@@ -265,6 +274,7 @@ def test_full_disk_is_one_line_and_leaves_no_partial_shard(tmp_path: Path,
     monkeypatch.undo()
 
     def enospc_write(self: ShardWriter, sample: Sample) -> None:
+        """Make the images file full, then add."""
         self.files["images"] = _FullFile(self.files["images"])
         real_add(self, sample)
 
@@ -280,12 +290,15 @@ class _FullFile:
     """A file object whose writes fail with ENOSPC (a disk filling up mid-shard)."""
 
     def __init__(self, inner: Any) -> None:
+        """Wrap the real file."""
         self.inner = inner
 
     def write(self, _data: bytes) -> int:
+        """Fail as a full disk does."""
         raise OSError(errno.ENOSPC, "No space left on device")
 
     def __getattr__(self, name: str) -> Any:
+        """Everything else from the real file."""
         return getattr(self.inner, name)
 
 

@@ -115,7 +115,9 @@ def _phase_load(root: str, cache: str, image_size: int, workers: int, min_sample
     decodes = {"n": 0}
 
     def counted(fn: Any) -> Any:
+        """`fn`, counting its calls in `decodes`."""
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            """Count one decode, then decode."""
             decodes["n"] += 1
             return fn(*args, **kwargs)
         return wrapper
@@ -267,6 +269,7 @@ def scale_targets(result: dict[str, Any]) -> list[str]:
     first, big = result["levels"]
 
     def peak(row: dict[str, Any], phase: str) -> float:
+        """The larger of the phase's main-process and worker peaks."""
         return max(row[phase]["rss_mib"], row[phase]["worker_rss_mib"])
 
     speed = first["build1"]["seconds"] / first["buildw"]["seconds"]

@@ -142,6 +142,7 @@ class RealDomain(Domain):
         adapter, config = self.adapter, self.preprocess
 
         def produce(unit: int, writer: ShardWriter) -> None:
+            """Decode shard `unit`'s cases into `writer` (runs in a pool worker)."""
             for i in units[unit]:
                 for sample in case_samples(cases[i], adapter, config, image_size, writer):
                     writer.add(sample)
@@ -234,6 +235,7 @@ class _MemorySink:
     """Collects samples, problems and notes in memory (the no-cache path of `build`)."""
 
     def __init__(self) -> None:
+        """Empty lists."""
         self.samples: list[Sample] = []
         self.problems: list[dict[str, Any]] = []
         self.notes: dict[str, int] = {}

@@ -189,6 +189,7 @@ class SyntheticDomain(Domain):
         tile = float(p.dataset.tile_mm) / image_size
 
         def produce(unit: int, writer: ShardWriter) -> None:
+            """Generate shard `unit`'s patients into `writer` (runs in a pool worker)."""
             for patient in range(unit * group, min((unit + 1) * group, n_patients)):
                 for image, mask, pid, iid, meta in patient_images(p, self.name, patient,
                                                                   image_size):
