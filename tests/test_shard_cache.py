@@ -403,3 +403,18 @@ def test_data_statistics_stream_in_blocks(tmp_path: Path, monkeypatch: pytest.Mo
     step_pixels = report.breast_pixels(data, max_pixels=7_000)
     flat = np.asarray(data.images).reshape(-1)[::int(np.ceil(data.images.size / 7_000))]
     np.testing.assert_array_equal(step_pixels, flat[(flat > 0) & (flat < 1)])
+
+
+def test_loader_workers_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reader threads: none on CPU, some on CUDA, $CALCBENCH_LOADER_WORKERS overrides, and a
+    bad value is a one-line user error naming the variable."""
+    from benchmark.feed import loader_workers
+
+    monkeypatch.delenv("CALCBENCH_LOADER_WORKERS", raising=False)
+    assert loader_workers(torch.device("cpu")) == 0
+    assert 1 <= loader_workers(torch.device("cuda")) <= 4
+    monkeypatch.setenv("CALCBENCH_LOADER_WORKERS", "3")
+    assert loader_workers(torch.device("cpu")) == 3
+    monkeypatch.setenv("CALCBENCH_LOADER_WORKERS", "many")
+    with pytest.raises(UserError, match="CALCBENCH_LOADER_WORKERS must be a whole number"):
+        loader_workers(torch.device("cpu"))
