@@ -28,8 +28,9 @@ harness's flips / rot90 (the code has no augmentation besides the frequency tran
 Random draws in `update` (partner clients, bank entries, lam) come from torch's global
 generator, which the harness seeds per (seed, epoch). The `quick` profile uses base width 6
 (paper 16: 3.18 M parameters; quick: 0.45 M). Every step runs three clients x (inner forward
-and gradient, outer forward, backward through both), so a step costs about 4.5x `unet`'s at
-the quick width on a 2-core CPU (`bench perf train -m unet -m feddg`; width 4 was no faster,
+and gradient, outer forward, backward through both), so a step costs about 4-4.5x `unet`'s
+at the quick width on a 2-core CPU (4.1x on 2026-12-01: median 1.47 s against 0.36 s per
+batch-8 step, 128 px, 2 threads; `bench perf train -m unet -m feddg`; width 4 was no faster,
 the cost is per-layer overhead, not convolution arithmetic); the parameter count reported is
 the global model's. Departure [ours]: the head's bias starts at the foreground prior
 pi = 0.025 (methods/networks/feddg_unet.py; the code's zero bias with the Dice-only loss left
