@@ -109,7 +109,8 @@ def render_table(table: Table) -> str:
                 tip = (f"95% CI [{_fmt(cell.summary.get(f'{m}_ci_lo'))}, "
                        f"{_fmt(cell.summary.get(f'{m}_ci_hi'))}]; n = {cell.summary['n']} "
                        f"images, {cell.summary.get('n_seeds', 1)} seed(s); runs: "
-                       + ", ".join(cell.run_ids))
+                       + ", ".join(cell.run_ids) + "; hparam trials: "
+                       + ", ".join(str(t) for t in cell.trials))
                 comp = table.markers.get((display, s, t, m))
                 if comp is not None:
                     tip += f"; Holm p vs {table.baseline} = {_fmt(comp.p_holm, 4)}"

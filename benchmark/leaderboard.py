@@ -72,6 +72,7 @@ class Cell:
     reason: str = "not run"
     run_ids: list[str] = field(default_factory=list)
     not_learned: int = 0  # how many of `run_ids` never beat the all-background score
+    trials: list[int] = field(default_factory=list)  # the chosen hparam trial of each run
 
     @property
     def ranked(self) -> bool:
@@ -209,7 +210,8 @@ def build_tables(store: ResultsStore, registered: dict[str, tuple[str, str]] | N
                     ids = sorted(rows_["run_id"].unique())
                     table.cells[(display, src, tgt)] = Cell(
                         cell_statistics(rows_, aggregate, n_boot, seed), run_ids=ids,
-                        not_learned=sum(got.not_learned(r) for r in ids))
+                        not_learned=sum(got.not_learned(r) for r in ids),
+                        trials=[got.choices[r].trial for r in ids if r in got.choices])
                 else:
                     reason = got.failed.get((kind, profile, display, src)) or got.failed.get(
                         (kind, profile, display, f"{src}->{tgt}")) or "not run"
@@ -491,7 +493,8 @@ def table_records(table: Table) -> list[dict[str, Any]]:
                 "runs_not_learned": cell.not_learned,
                 "n_images": cell.summary["n"] if cell.summary else 0,
                 "n_seeds": cell.summary["n_seeds"] if cell.summary else 0,
-                "avg_rank": table.ranks.get(display), "run_ids": " ".join(cell.run_ids)}
+                "avg_rank": table.ranks.get(display), "run_ids": " ".join(cell.run_ids),
+                "hparam_trials": " ".join(str(t) for t in cell.trials)}
             for m in table.metrics:
                 for stat in ("mean", "std", "ci_lo", "ci_hi", "undefined"):
                     rec[f"{m}_{stat}"] = cell.summary.get(f"{m}_{stat}") if cell.summary \

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.collect import collect, provenance
-from benchmark.leaderboard import build_tables
+from benchmark.leaderboard import build_tables, render_csv
 from benchmark.sections import cost_table
 from benchmark.store import ResultsStore
 
@@ -52,6 +52,8 @@ def test_best_validation_trial_stands_for_the_seed(tmp_path: Path) -> None:
     assert set(got.cases["run_id"]) == {"t1"}  # not t2, the last written
     table = build_tables(store)[0]
     assert table.cells[("Unet", "ffdm", "dbt")].summary["DSC_mean"] == 60.0
+    assert "hparam_trials" in render_csv(table).splitlines()[0]
+    assert table.cells[("Unet", "ffdm", "dbt")].trials == [1]
     recs = {r["run_id"]: r for r in provenance(got.runs, sorted(got.runs), got.choices)}
     assert recs["t1"]["shown"] == "yes" and recs["t1"]["hparam_trial"] == 1
     assert recs["t2"]["shown"].startswith("no: trial 1 ")
