@@ -27,6 +27,8 @@ def _params(module: torch.nn.Module) -> int:
 
 def _build(cls: type, profile: str, size: int = 64, **overrides: object):
     hparams = {**resolve_hparams(cls.hparam_space(), profile), **overrides}
+    if "pretrained" in hparams and "pretrained" not in overrides:
+        hparams["pretrained"] = "none"  # offline: the paper default (imagenet) needs the HF cache
     return cls(hparams, CPU, size)
 
 
