@@ -26,10 +26,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 BENCH = Path(sys.executable).parent / "bench"
-# Long enough (2 x 150 steps, a checkpoint every 5) to stop a job between two checkpoints.
+# Long enough (2 x 600 steps, ~15 s on an idle core; a checkpoint every 5) to stop a job
+# mid-training even after Slurm's KillWait.
 SWEEP = ["sweep", "--profile", "smoke", "--methods", "unet", "--sources",
          str(DATA / "tiny-ffdm.toml"), "--targets", str(DATA / "tiny-dbt.toml"), "--seeds",
-         "0,1", "--set", "steps_per_epoch=150", "--checkpoint-every", "5", "--no-progress"]
+         "0,1", "--set", "steps_per_epoch=600", "--checkpoint-every", "5", "--no-progress"]
 
 
 def _load_cluster_script() -> ModuleType:
@@ -81,6 +82,11 @@ def _checkpointed(cwd: Path) -> str | None:
         if not (last.parent / "best.pt").exists():
             return run_id
     return None
+
+
+def _sweep_id(cwd: Path) -> str:
+    return next(p.name for p in (cwd / "results" / "sweeps").iterdir()
+                if not p.name.startswith("."))
 
 
 def _check_everything_kept(cwd: Path, env: dict[str, str], stopped: str) -> str:
@@ -148,6 +154,9 @@ def test_slurm_sweep_survives_scancel(slurm_env: dict[str, str], tmp_path: Path)
         stopped = _checkpointed(tmp_path)
         assert stopped
         slurm_job = str(_records(tmp_path)[stopped]["slurm_job"])
+        # status sees the tasks in Slurm's hands (squeue), so a relaunch would not resubmit
+        live = _bench(["sweep", "status", "--sweep", _sweep_id(tmp_path)], tmp_path, env)
+        assert f"Slurm job {slurm_job} running" in " ".join(live.stdout.split()), live.stdout
         subprocess.run(["scancel", slurm_job], env=env, check=True)
         out, _ = proc.communicate(timeout=300)
     finally:
@@ -155,8 +164,7 @@ def test_slurm_sweep_survives_scancel(slurm_env: dict[str, str], tmp_path: Path)
             proc.kill()
     assert proc.returncode == 1, out  # not everything finished
     assert f"interrupted {stopped}" in out and f"Slurm job {slurm_job} CANCELLED" in out, out
-    sweep_id = next(p.name for p in (tmp_path / "results" / "sweeps").iterdir()
-                    if not p.name.startswith("."))
+    sweep_id = _sweep_id(tmp_path)
     detail = _bench(["sweep", "status", "--sweep", sweep_id], tmp_path, env).stdout
     assert "1 incomplete" in detail and "1 done" in detail and "CANCELLED" in detail, detail
     again = _bench(cmd, tmp_path, env)
@@ -221,7 +229,7 @@ def ray_head() -> Iterator[tuple[str, dict[str, str], Path, int]]:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + (5 if sig == signal.SIGTERM else 15)
             while _session_pids(proc.pid) and time.monotonic() < deadline:
                 time.sleep(0.3)
         shutil.rmtree(folder, ignore_errors=True)
