@@ -63,8 +63,9 @@ class SwinUnetMethod(SingleNetworkMethod):
     def hparam_space(cls) -> list[HParam]:
         return [
             *super().hparam_space(),
-            HParam("embed_dim", {"smoke": 12, "quick": 48, "paper": 96},
-                   lambda r: int(r.choice([24, 48, 96])),
+            # No random draw: the width is architecture, fixed by the ImageNet Swin that the
+            # paper profile loads (a drawn 24 or 48 has no pretrained weights to start from).
+            HParam("embed_dim", {"smoke": 12, "quick": 48, "paper": 96}, None,
                    "token width C of the first stage (stage i has C*2^i)",
                    valid=Valid.integer(1, 1024)),
             HParam("depths", {"smoke": [2, 2, 2, 2], "quick": [2, 2, 2, 2],

@@ -220,3 +220,19 @@ def test_offline_without_weights_fails_before_any_data(hub_cache: Path, tmp_path
     _put_in_cache(hub_cache, "resnet34.tv_in1k", {"x": torch.zeros(1)})  # cached: no error
     plan_run(RunRequest(method="resnet", source="ffdm", profile="paper",
                         results_dir=tmp_path / "r", cache_dir=tmp_path / "c"), NullReporter())
+
+
+def test_paper_trial_draws_keep_an_imagenet_swin() -> None:
+    """Every hparam trial at the paper profile (where pretrained=imagenet is the default) draws
+    a Swin shape that timm publishes ImageNet weights for: width is not a sampled hparam."""
+    from benchmark.registry import METHODS
+    from methods.networks.swin_pretrained import swin_imagenet_arch_for
+
+    swin = [info for info in METHODS.all().values()
+            if {"embed_dim", "depths", "num_heads"} <= {h.name for h in info.cls.hparam_space()}]
+    assert swin, "no Swin-based method registered"
+    for info in swin:
+        for trial in range(12):
+            hp = resolve_hparams(info.cls.hparam_space(), "paper", trial)
+            assert hp["pretrained"] == "imagenet", info.name
+            swin_imagenet_arch_for(hp["embed_dim"], hp["depths"], hp["num_heads"])
