@@ -64,6 +64,16 @@ class Sample:
     split: str | None = None  # the dataset's official split, if any
 
 
+@dataclass(frozen=True)
+class ShardMark:
+    """A shard writer's position before a case, to roll a failed case back to."""
+
+    rows: int
+    problems: int
+    notes: dict[str, int]
+    offsets: dict[str, int]  # array name -> byte offset in its temp file
+
+
 class DiskFullError(Exception):
     """Not enough space for the next shard (message is the one-line user error)."""
 
@@ -126,6 +136,23 @@ class ShardWriter:
         self.rows.append({"image_id": sample.image_id, "patient_id": sample.patient_id,
                           "spacing_mm": [float(s) for s in sample.spacing_mm],
                           "meta": sample.meta, "split": sample.split})
+
+    def mark(self) -> ShardMark:
+        """Where the shard stands before a case: rows, problems, notes and the byte offset of
+        each array's temp file (see `rollback`)."""
+        return ShardMark(len(self.rows), len(self.problems), dict(self.notes),
+                         {a: fh.tell() for a, fh in self.files.items()})
+
+    def rollback(self, mark: ShardMark) -> None:
+        """Drop every sample, problem and note added since `mark`, truncating the temp files
+        back to their offsets: a case that fails part-way (frame 57 of a volume) leaves no
+        partial rows, without buffering its samples in memory."""
+        del self.rows[mark.rows:]
+        del self.problems[mark.problems:]
+        self.notes = dict(mark.notes)
+        for array, fh in self.files.items():
+            fh.seek(mark.offsets[array])
+            fh.truncate()
 
     def _full_message(self, need: int, free: int) -> str:
         """The one-line disk-full error: folder, space needed, space free."""

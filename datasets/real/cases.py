@@ -1,8 +1,9 @@
 """What a format adapter hands the loader: cases that read into (image, mask) frames.
 
 An adapter (cbis_ddsm.py, inbreast.py, ...) scans its root into `Case`s without decoding
-pixels; `Case.read()` decodes one image (or a DBT volume, slice by slice) into `Frame`s and
-raises `CaseError` naming the file and the reason when the case cannot be used.
+pixels; `Case.read()` returns an iterable of `Frame`s (a DBT volume's is lazy: each frame is
+decoded when the consumer asks for it, so a worker never holds a whole volume) and raises
+`CaseError` naming the file and the reason when the case cannot be used (possibly mid-way).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Case:
     image_id: str
     patient_id: str
     files: list[str]
-    read: Callable[[], list[Frame]]
+    read: Callable[[], Iterable[Frame]]  # frames may be produced lazily, one at a time
     meta: dict[str, Any] = field(default_factory=dict)  # view, laterality, ...
     official_split: str | None = None
     volume: bool = False

@@ -169,22 +169,54 @@ def to_unit(raw: np.ndarray, flat: Dataset) -> tuple[np.ndarray, str, str]:
     return np.clip(out, 0.0, 1.0).astype(np.float32), window, photometric
 
 
-def iter_frames(path: Path, frames: list[int] | None = None) -> Iterator[DecodedFrame]:
-    """Decode frames of a DICOM file one at a time (all frames when `frames` is None)."""
-    ds = pydicom.dcmread(path)
+DEFER_BYTES = 1 << 16  # elements this large (the pixel data) are read only when used
+
+
+def open_lazy(path: Path) -> Dataset:
+    """The dataset with its pixel data (and other large elements) left on disk until used,
+    so a multi-frame volume costs its header, not its pixels; refuses a file without pixels."""
+    ds = pydicom.dcmread(path, defer_size=DEFER_BYTES)
     if "PixelData" not in ds:
         raise ValueError("no pixel data (truncated file or not an image)")
+    return ds
+
+
+def _raw_frames(path: Path, ds: Dataset, frames: list[int] | None) -> Iterator[np.ndarray]:
+    """Stored values of the requested frames, one at a time: a multi-frame file is decoded
+    frame by frame from the open file (pydicom reads only that frame's bytes), so a DBT
+    volume is never whole in memory."""
     total = n_frames(ds)
-    for i in range(total) if frames is None else frames:
-        if not 0 <= i < total:
-            raise ValueError(f"frame {i} out of range (the file has {total})")
-        raw = pixel_array(ds, index=i) if total > 1 else ds.pixel_array
+    if total == 1:
+        for i in [0] if frames is None else frames:
+            if i != 0:
+                raise ValueError(f"frame {i} out of range (the file has {total})")
+            yield np.asarray(ds.pixel_array)
+        return
+    with open(path, "rb") as fh:
+        for i in range(total) if frames is None else frames:
+            if not 0 <= i < total:
+                raise ValueError(f"frame {i} out of range (the file has {total})")
+            fh.seek(0)
+            yield np.asarray(pixel_array(fh, index=i))
+
+
+def iter_frames(path: Path, frames: list[int] | None = None) -> Iterator[DecodedFrame]:
+    """Decode frames of a DICOM file one at a time (all frames when `frames` is None)."""
+    ds = open_lazy(path)
+    picks = range(n_frames(ds)) if frames is None else frames
+    for i, raw in zip(picks, _raw_frames(path, ds, frames), strict=False):
         if raw.ndim != 2:
             raise ValueError(f"expected a grayscale frame, got shape {raw.shape}")
         flat = frame_dataset(ds, i)
         image, window, photometric = to_unit(raw, flat)
         spacing, source = resolve_spacing(flat)
         yield DecodedFrame(image, spacing, source, photometric, window, i)
+
+
+def iter_raw(path: Path, frames: list[int] | None = None) -> Iterator[np.ndarray]:
+    """Stored pixel values with no LUT (for mask files), one frame at a time."""
+    ds = open_lazy(path)
+    yield from _raw_frames(path, ds, frames)
 
 
 def read_raw(path: Path, index: int | None = None) -> np.ndarray:

@@ -144,8 +144,7 @@ class RealDomain(Domain):
         def produce(unit: int, writer: ShardWriter) -> None:
             """Decode shard `unit`'s cases into `writer` (runs in a pool worker)."""
             for i in units[unit]:
-                for sample in case_samples(cases[i], adapter, config, image_size, writer):
-                    writer.add(sample)
+                add_case(cases[i], adapter, config, image_size, writer)
                 writer.note("cases_decoded")
 
         header = {"name": self.name, "fingerprint": self.fingerprint(), "kind": "real",
@@ -169,8 +168,7 @@ class RealDomain(Domain):
         sink = _MemorySink()
         with _task(progress, f"decoding {self.name} ({len(cases)} cases)", len(cases)) as task:
             for case in cases:
-                for sample in case_samples(case, self.adapter, self.preprocess, image_size, sink):
-                    sink.add(sample)
+                add_case(case, self.adapter, self.preprocess, image_size, sink)
                 if task is not None:
                     task.advance(1)
         problems = problems + [Problem(**p) for p in sink.problems]
@@ -244,6 +242,16 @@ class _MemorySink:
         """Keep one sample."""
         self.samples.append(sample)
 
+    def mark(self) -> tuple[int, int, dict[str, int]]:
+        """Where the sink stands before a case (see `rollback`)."""
+        return len(self.samples), len(self.problems), dict(self.notes)
+
+    def rollback(self, mark: tuple[int, int, dict[str, int]]) -> None:
+        """Forget everything added since `mark` (a case that failed part-way)."""
+        del self.samples[mark[0]:]
+        del self.problems[mark[1]:]
+        self.notes = dict(mark[2])
+
     def problem(self, problem: dict[str, Any]) -> None:
         """Keep one problem."""
         self.problems.append(problem)
@@ -253,16 +261,27 @@ class _MemorySink:
         self.notes[key] = self.notes.get(key, 0) + n
 
 
+def add_case(case: Case, adapter: Adapter, config: PreprocessConfig, image_size: int,
+             sink: Any) -> bool:
+    """Stream one case's samples into `sink`, frame by frame; all or nothing: when a frame
+    fails to decode (frame 57 of a volume...), what the case already added is rolled back
+    (`sink.mark` / `sink.rollback`) and the failure goes to `sink.problem`. True if kept."""
+    mark = sink.mark()
+    try:
+        for sample in case_samples(case, adapter, config, image_size, sink):
+            sink.add(sample)
+    except CaseError as exc:
+        sink.rollback(mark)
+        sink.problem(exc.problem.__dict__)
+        return False
+    return True
+
+
 def case_samples(case: Case, adapter: Adapter, config: PreprocessConfig, image_size: int,
                  sink: Any) -> Iterator[Sample]:
-    """Decode one case and yield its preprocessed samples; a decoding failure goes to
-    `sink.problem` (the case is left out) and a defaulted spacing to `sink.note`."""
-    try:
-        frames = read_case(case)
-    except CaseError as exc:
-        sink.problem(exc.problem.__dict__)
-        return
-    for frame in frames:
+    """Decode one case frame by frame and yield its preprocessed samples (a defaulted spacing
+    goes to `sink.note`); a decoding failure, even after some samples, raises CaseError."""
+    for frame in read_case(case):
         sp = frame.spacing_mm
         if sp is None:
             sp = (adapter.default_spacing_mm,) * 2
@@ -275,19 +294,19 @@ def case_samples(case: Case, adapter: Adapter, config: PreprocessConfig, image_s
                          case.patient_id, iid, meta, case.official_split)
 
 
-def read_case(case: Case) -> list[Frame]:
-    """`case.read()` with any decoding failure turned into a CaseError naming the file."""
+def read_case(case: Case) -> Iterator[Frame]:
+    """`case.read()`'s frames, one at a time, with any decoding failure (also one in the
+    middle of a volume) turned into a CaseError naming the file."""
+    where = case.files[0] if case.files else case.image_id
     try:
-        frames = case.read()
+        for f in case.read():
+            if not np.isfinite(f.image).all():
+                raise CaseError(where, "image contains NaN or infinite values")
+            yield f
     except CaseError:
         raise
     except Exception as exc:
-        raise CaseError(case.files[0] if case.files else case.image_id,
-                        f"unreadable ({why(exc)})") from None
-    for f in frames:
-        if not np.isfinite(f.image).all():
-            raise CaseError(case.files[0], "image contains NaN or infinite values")
-    return frames
+        raise CaseError(where, f"unreadable ({why(exc)})") from None
 
 
 def frame_meta(case: Case, frame: Frame, block: str, has_cluster: bool) -> dict[str, Any]:

@@ -12,6 +12,7 @@ overrides the file's (the user's explicit statement wins).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pandas as pd
 
 from benchmark.errors import UserError
 from datasets.real.cases import Adapter, Case, Frame, walk_files
-from datasets.real.image_files import read_frames, read_mask
+from datasets.real.image_files import count_frames, iter_image_frames, iter_mask_frames
 from datasets.real.problems import CaseError, Problem, rel, why
 
 REQUIRED = ("image", "mask", "patient_id", "view")
@@ -124,44 +125,60 @@ class FolderAdapter(Adapter):
         if sl is not None:
             meta["slice"] = sl
 
-        def read() -> list[Frame]:
+        def read() -> Iterator[Frame]:
 
-            """Decode this row's frame(s) and mask(s)."""
+            """Decode this row's frame(s) and mask(s), one frame at a time."""
             return self._read(image, mask, sl, spacing)
 
         files = [rel(image, self.root)] + ([rel(mask, self.root)] if mask else [])
         return Case(image_id, row["patient_id"], files, read, meta, volume=sl is None)
 
     def _read(self, image: Path, mask: Path | None, sl: int | None,
-              spacing: tuple[float, float] | None) -> list[Frame]:
-        """Decode the image frame(s) and the matching mask frame(s)."""
+              spacing: tuple[float, float] | None) -> Iterator[Frame]:
+        """Decode image frame k with mask frame k, one pair at a time (a volume is never whole
+        in memory); the frame counts are compared from the headers before any pixel."""
+        image_rel = rel(image, self.root)
+        mask_rel = rel(mask, self.root) if mask is not None else image_rel
         try:
-            decoded = read_frames(image, None if sl is None else [sl])
-        except CaseError:
-            raise
+            n_image = 1 if sl is not None else count_frames(image)
         except Exception as exc:
-            raise CaseError(rel(image, self.root), f"unreadable image ({why(exc)})") from None
-        masks: np.ndarray | None = None
+            raise CaseError(image_rel, f"unreadable image ({why(exc)})") from None
+        pick = None if sl is None else [sl]
+        masks: Iterator[np.ndarray] | None = None
         if mask is not None:
             try:
-                m = read_mask(mask, None)
-                if m.ndim == 3 and sl is not None:
-                    m = m[sl]
-                masks = m[None] if m.ndim == 2 else m
+                n_mask = count_frames(mask)
+                if sl is not None and n_mask > 1:  # a mask volume: the row's slice of it
+                    if not 0 <= sl < n_mask:
+                        raise ValueError(f"slice {sl} out of range (the mask has {n_mask})")
+                    n_mask = 1
+                    masks = iter_mask_frames(mask, pick)
+                else:
+                    masks = iter_mask_frames(mask)
             except Exception as exc:
-                raise CaseError(rel(mask, self.root), f"unusable mask ({why(exc)})") from None
-            if len(masks) != len(decoded):
-                raise CaseError(rel(mask, self.root), f"mask has {len(masks)} frame(s), the "
-                                f"image {len(decoded)}")
-        frames = []
-        for k, d in enumerate(decoded):
-            m = np.zeros(d.image.shape, np.uint8) if masks is None else masks[k]
+                raise CaseError(mask_rel, f"unusable mask ({why(exc)})") from None
+            if n_mask != n_image:
+                raise CaseError(mask_rel, f"mask has {n_mask} frame(s), the image {n_image}")
+        frames = iter_image_frames(image, pick)
+        for k in range(n_image):
+            try:
+                d = next(frames, None)
+                if d is None:
+                    raise ValueError(f"the file ends after {k} of {n_image} frames")
+            except Exception as exc:
+                raise CaseError(image_rel, f"unreadable image ({why(exc)})") from None
+            if masks is None:
+                m = np.zeros(d.image.shape, np.uint8)
+            else:
+                try:
+                    m = next(masks)
+                except Exception as exc:
+                    raise CaseError(mask_rel, f"unusable mask ({why(exc)})") from None
             if m.shape != d.image.shape:
-                raise CaseError(rel(mask or image, self.root), f"mask size {m.shape} differs "
+                raise CaseError(mask_rel, f"mask size {m.shape} differs "
                                 f"from image size {d.image.shape}; excluded (never resized)")
             sp, src = (spacing, "manifest spacing_mm") if spacing else (d.spacing_mm,
                                                                         d.spacing_source)
-            frames.append(Frame(d.image, m, sp, src, d.photometric, d.window,
-                                d.index if (sl is not None or len(decoded) > 1) else None))
-        return frames
-
+            yield Frame(d.image, m, sp, src, d.photometric, d.window,
+                        d.index if (sl is not None or n_image > 1) else None)
+            del d, m  # the next pair is decoded with only the consumer's copy alive

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from datasets.real.cases import Adapter, Frame
 from datasets.real.domain import RealDomain, read_case
 from datasets.real.problems import CaseError, Problem
 
@@ -50,34 +51,40 @@ def verify(domain: RealDomain, progress: Any = None) -> VerifyReport:
     task = task_cm.__enter__() if task_cm is not None else None
     try:
         for case in cases:
-            try:
-                frames = read_case(case)
-            except CaseError as exc:
+            try:  # frames are decoded one at a time; only their small facts are kept
+                facts = [_frame_facts(f, adapter) for f in read_case(case)]
+            except CaseError as exc:  # all or nothing: a case failing part-way counts nothing
                 report.problems.append(exc.problem)
-                frames = []
-            if frames:
+                facts = []
+            if facts:
                 report.cases += 1
             view = str(case.meta.get("view", "?"))
-            for f in frames:
+            for annotated, spacing, photometric, window in facts:
                 report.images += 1
-                report.annotated += int(bool(f.mask.any()))
+                report.annotated += int(annotated)
                 report.per_view[view] += 1
                 report.per_patient[case.patient_id] += 1
                 report.per_patient_view[(case.patient_id, view)] += 1
-                if f.spacing_mm is None:
-                    sp = (adapter.default_spacing_mm,) * 2
-                    source = f"{adapter.label} default ({adapter.spacing_note})"
-                else:
-                    sp, source = f.spacing_mm, f.spacing_source
-                report.spacing[(source, f"{sp[0]:.4g} x {sp[1]:.4g}")] += 1
-                report.photometric[f.photometric] += 1
-                report.window[f.window] += 1
+                report.spacing[spacing] += 1
+                report.photometric[photometric] += 1
+                report.window[window] += 1
             if task is not None:
                 task.advance(1)
     finally:
         if task_cm is not None:
             task_cm.__exit__(None, None, None)
     return report
+
+
+def _frame_facts(f: Frame, adapter: Adapter) -> tuple[bool, tuple[str, str], str, str]:
+    """What the report counts of one frame: annotated?, (spacing source, spacing), photometric
+    and window (so a volume's pixels need not stay in memory while it is verified)."""
+    if f.spacing_mm is None:
+        sp = (adapter.default_spacing_mm,) * 2
+        source = f"{adapter.label} default ({adapter.spacing_note})"
+    else:
+        sp, source = f.spacing_mm, f.spacing_source
+    return bool(f.mask.any()), (source, f"{sp[0]:.4g} x {sp[1]:.4g}"), f.photometric, f.window
 
 
 def render(report: VerifyReport, console: Any, max_patients: int = 40) -> None:
