@@ -4,6 +4,7 @@ grow with the volume), and a case that fails part-way is rolled back out of its 
 from __future__ import annotations
 
 import csv
+import tracemalloc
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,3 +199,23 @@ def test_shard_writer_rolls_a_failed_case_back(tmp_path: Path) -> None:
     sizes = {a: (tmp_path / "a" / f"shard-00000.{a}.npy").stat().st_size for a in ARRAYS}
     assert sizes == {a: (tmp_path / "b" / f"shard-00000.{a}.npy").stat().st_size
                      for a in ARRAYS}
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_dicom_volume_pixels_are_read_per_frame(tmp_path: Path, compress: bool) -> None:
+    """Python-traced peak while iterating a volume's frames does not grow with its frames
+    (pydicom reads one frame's bytes from the open file, not the whole pixel data)."""
+    rng = np.random.default_rng(0)
+    peaks = {}
+    for frames in (4, 32):
+        vol = (rng.random((frames, 256, 256)) * 4095).astype(np.uint16)
+        path = write_dbt(tmp_path / f"v{frames}.dcm", vol, spacing=(0.1, 0.1),
+                         window=(2048, 4096), compress=compress)
+        tracemalloc.start()
+        seen = sum(1 for _ in image_files.iter_image_frames(path))
+        peaks[frames] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert seen == frames
+    raw_32 = 32 * 256 * 256 * 2
+    assert peaks[32] < 1.5 * peaks[4], peaks
+    assert peaks[32] < raw_32, (peaks, raw_32)
