@@ -219,3 +219,23 @@ def test_dicom_volume_pixels_are_read_per_frame(tmp_path: Path, compress: bool) 
     raw_32 = 32 * 256 * 256 * 2
     assert peaks[32] < 1.5 * peaks[4], peaks
     assert peaks[32] < raw_32, (peaks, raw_32)
+
+
+def test_mask_volume_frames_must_share_one_value(tmp_path: Path) -> None:
+    """Read per frame, a mask volume still follows the whole-volume rule {0, v}: a frame whose
+    nonzero value differs from an earlier frame's is refused, and the case left out."""
+    root = tmp_path / "data"
+    (root / "dbt").mkdir(parents=True)
+    stored, masks = _volume(500, frames=4)
+    masks[:, 10, 10] = 1  # every frame annotated
+    values = masks * 255
+    values[3] = masks[3]  # the last frame uses 1 instead of 255
+    write_dbt(root / "dbt" / "vol.dcm", stored, spacing=(0.085, 0.085), window=(2048, 4096))
+    tifffile.imwrite(root / "dbt" / "vol_mask.tif", values, photometric="minisblack")
+    _manifest(root, [["dbt/vol.dcm", "dbt/vol_mask.tif", "D01", "CC"]])
+    cases, _ = RealDomain(Binding("v", "folder", str(root), {})).adapter.scan()
+    with pytest.raises(CaseError) as err:
+        list(cases[0].read())
+    assert str(err.value.problem) == ("dbt/vol_mask.tif: unusable mask (ValueError: mask is "
+                                      "not binary (its frames hold different nonzero values: "
+                                      "255 and 1))")
