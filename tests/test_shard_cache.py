@@ -418,3 +418,18 @@ def test_loader_workers_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CALCBENCH_LOADER_WORKERS", "many")
     with pytest.raises(UserError, match="CALCBENCH_LOADER_WORKERS must be a whole number"):
         loader_workers(torch.device("cpu"))
+
+
+def test_phase_peak_rss_is_the_phase_s_own() -> None:
+    """A phase started from a parent that once held ~300 MiB reports its own small peak (Linux
+    carries ru_maxrss across exec, so bench perf data reads VmHWM instead)."""
+    import subprocess
+    import sys
+
+    code = ("import subprocess, sys; a = bytearray(300 << 20); a[::4096] = b'x' * len(a[::4096]);"
+            "print(subprocess.run([sys.executable, '-c', 'from benchmark.perf.data_scale import "
+            "own_peak_mib; print(own_peak_mib())'], capture_output=True, text=True, "
+            "check=True).stdout)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert float(out.strip()) < 200

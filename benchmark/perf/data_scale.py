@@ -4,7 +4,8 @@ Writes N DICOM frames at full-field size (default 1996 x 2457, 12 bits stored in
 single-frame FFDM images with PNG masks, half as multi-frame DBT volumes (Breast Tomosynthesis
 Image Storage); every other file of each kind is JPEG 2000 lossless. A few templates are encoded
 once and copied, so writing the set costs disk time rather than encoder time. Then, each phase
-in a fresh Python process (so `ru_maxrss` is that phase's own peak):
+in a fresh Python process (its own peak RSS: VmHWM, which unlike `ru_maxrss` does not carry
+the parent's peak across exec):
 
 - build the store with 1 worker, and with every available core: frames/s and samples/s,
   next to the speed-up that pure-CPU jobs get from as many processes at that moment (a
@@ -38,6 +39,20 @@ TEMPLATES = 2  # distinct phantoms per kind and encoding
 def _mib(kib: float) -> float:
     """ru_maxrss (KiB on Linux) in MiB."""
     return kib / 1024 if sys.platform != "darwin" else kib / 2**20
+
+
+def own_peak_mib() -> float:
+    """This process's own peak RSS in MiB. Linux keeps `ru_maxrss` across exec, so a phase
+    started from a big parent would report the parent's peak; the VmHWM of /proc/self/status
+    belongs to the new process image alone. Elsewhere: ru_maxrss."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return _mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def scale_files(frames: int, dbt_frames: int) -> int:
@@ -96,7 +111,7 @@ def _phase_build(root: str, cache: str, image_size: int, workers: int) -> dict[s
     data = dom.load(image_size, Path(cache))
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "samples": len(data), "decode_count": dom.decode_count,
-            "rss_mib": _mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
+            "rss_mib": own_peak_mib(),
             "worker_rss_mib": _mib(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)}
 
 
@@ -141,7 +156,7 @@ def _phase_load(root: str, cache: str, image_size: int, workers: int, min_sample
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "samples": samples, "epochs": epochs, "rows": len(data),
             "decodes": decodes["n"] + dom.decode_count,
-            "rss_mib": _mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
+            "rss_mib": own_peak_mib(),
             "worker_rss_mib": _mib(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)}
 
 
