@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_gpu_check_dry_run_passes_and_prints_one_table(tmp_path: Path) -> None:
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "PY": str(ROOT / ".venv/bin/python")
-           if (ROOT / ".venv/bin/python").is_file() else "python3"}
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PY": sys.executable}
     proc = subprocess.run([str(ROOT / "scripts/gpu-check.sh"), "--dry-run"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
