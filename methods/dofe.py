@@ -73,6 +73,7 @@ from methods.networks.timm_weights import (
     create_pretrained,
     hub_id,
     init_kind,
+    pretrained_hparam,
 )
 
 #: timm's MobileNetV2 variants (the `encoder` hparam's choices).
@@ -153,10 +154,8 @@ class DofeMethod(PseudoDomainMethod):
                    "low-level projection width (DoFE: 48)", valid=CHANNELS_RANGE),
             HParam("head_channels", {"smoke": 16, "quick": 48, "paper": 256}, None,
                    "segmentation head width (DoFE: 256)", valid=CHANNELS_RANGE),
-            HParam("pretrained", {"smoke": "none", "quick": "none", "paper": "imagenet"}, None,
-                   "encoder initialisation: none | imagenet (timm's MobileNetV2 weights from "
-                   "the Hugging Face cache) | a local timm state dict path",
-                   valid=Valid.choice_or_path("", "none", "imagenet")),
+            pretrained_hparam("timm's MobileNetV2 encoder weights",
+                              "a local timm state dict path"),
         ]
 
     @classmethod

@@ -35,6 +35,7 @@ from methods.networks.timm_weights import (
     check_imagenet_available,
     create_pretrained,
     init_kind,
+    pretrained_hparam,
 )
 
 ENCODERS = ("resnet18", "resnet34", "resnet50")
@@ -104,10 +105,8 @@ class ResnetMethod(SingleNetworkMethod):
             HParam("encoder_weights_path", "", None,
                    "optional local ImageNet ResNet state dict (nothing is downloaded)",
                    valid=Valid.path()),
-            HParam("pretrained", {"smoke": "none", "quick": "none", "paper": "imagenet"}, None,
-                   "encoder initialisation: none | imagenet (timm <encoder>.tv_in1k from the "
-                   "Hugging Face cache) | a local state dict path",
-                   valid=Valid.choice_or_path("", "none", "imagenet")),
+            pretrained_hparam("timm's <encoder>.tv_in1k encoder weights",
+                              "a local state dict path"),
         ]
 
     @classmethod

@@ -47,7 +47,11 @@ from methods.networks.swin_pretrained import (
     swin_imagenet_arch_for,
 )
 from methods.networks.swin_unet import SwinUnet, check_shape
-from methods.networks.timm_weights import check_imagenet_available, init_kind
+from methods.networks.timm_weights import (
+    check_imagenet_available,
+    init_kind,
+    pretrained_hparam,
+)
 
 #: Swin-Unet's loss weights: 0.4 * cross-entropy + 0.6 * Dice (trainer.py of the original).
 BCE_WEIGHT, DICE_WEIGHT = 0.4, 0.6
@@ -84,10 +88,7 @@ class SwinUnetMethod(SingleNetworkMethod):
             HParam("drop_path_rate", {"smoke": 0.1, "quick": 0.1, "paper": 0.2},
                    lambda r: float(r.choice([0.0, 0.1, 0.2])), "stochastic depth (max rate)",
                    valid=Valid.number(0.0, 1.0, high_open=True)),
-            HParam("pretrained", {"smoke": "none", "quick": "none", "paper": "imagenet"}, None,
-                   "initialisation: none (from scratch) | imagenet (timm's ImageNet Swin of "
-                   "the same shape, from the Hugging Face cache) | a local checkpoint path",
-                   valid=Valid.choice_or_path("", "none", "imagenet")),
+            pretrained_hparam("timm's ImageNet Swin of the same shape"),
         ]
 
     @classmethod

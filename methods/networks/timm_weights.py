@@ -20,10 +20,22 @@ from typing import Any
 import timm
 from torch import nn
 
+from benchmark.config import HParam
 from benchmark.errors import UserError
+from benchmark.valid import Valid
 
 SCRATCH = ("", "none")
 IMAGENET = "imagenet"
+
+
+def pretrained_hparam(imagenet_source: str, file_kind: str = "a local checkpoint path"
+                      ) -> HParam:
+    """The `pretrained` hparam of a method whose reference code starts from ImageNet: scratch
+    at smoke and quick (offline), ImageNet at the paper profile, as its authors trained."""
+    return HParam("pretrained", {"smoke": "none", "quick": "none", "paper": IMAGENET}, None,
+                  f"initialisation: none (from scratch) | imagenet ({imagenet_source}, from "
+                  f"the Hugging Face cache) | {file_kind}",
+                  valid=Valid.choice_or_path(*SCRATCH, IMAGENET))
 
 
 def init_kind(value: object) -> str:
