@@ -2,76 +2,28 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from benchmark.errors import UserError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
-                  help="calcbench: single-source domain generalization benchmark for "
-                       "mammography microcalcification segmentation.")
-list_app = typer.Typer(no_args_is_help=True, help="List registered methods or domains.")
-data_app = typer.Typer(no_args_is_help=True,
-                       help="Inspect domains; bind, list, verify and remove real data.")
-perf_app = typer.Typer(no_args_is_help=True, help="Performance benchmarks (ratios vs a "
-                                                  "reference measured in the same run).")
-app.add_typer(list_app, name="list")
-app.add_typer(data_app, name="data")
-app.add_typer(perf_app, name="perf")
-
-console = Console()
-if not console.is_terminal:  # logs and pipes: room for the result table on one line per row
-    console = Console(width=120)
-err_console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def user_errors(func: F) -> F:
-    """Turn UserError into one red line on stderr and exit code 2 (Ctrl-C: exit 130)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except UserError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted: finished epochs are kept; run the same command "
-                              "again to resume", highlight=False)
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _reporter(no_progress: bool) -> Any:
-    from benchmark.progress import Reporter
-
-    return Reporter(console=console, plain=True if no_progress else None)
-
-
-ResultsOpt = Annotated[Path | None, typer.Option(
-    "--results-dir", help="results folder (default: $CALCBENCH_RESULTS or ./results)")]
-CacheOpt = Annotated[Path | None, typer.Option(
-    "--cache-dir", help="data cache (default: $CALCBENCH_CACHE or ~/.cache/calcbench)")]
-NoProgressOpt = Annotated[bool, typer.Option(
-    "--no-progress", help="plain log lines instead of progress bars")]
-
-
-def _dirs(results_dir: Path | None, cache_dir: Path | None) -> tuple[Path, Path]:
-    from benchmark.runner import default_cache_dir, default_results_dir
-
-    # absolute: cluster workers (Ray, Slurm) resolve a relative path in their own folder
-    return ((results_dir.expanduser().absolute() if results_dir else default_results_dir()),
-            (cache_dir.expanduser().absolute() if cache_dir else default_cache_dir()))
+from benchmark.cli_common import (
+    CacheOpt,
+    NoProgressOpt,
+    ResultsOpt,
+    _dirs,
+    _reporter,
+    app,
+    console,
+    data_app,
+    err_console,
+    list_app,
+    perf_app,
+    user_errors,
+)
 
 
 def _print_summary(outcome: Any, title: str) -> None:
@@ -224,7 +176,7 @@ def data_show(
     """Parameters, counts, spacing and intensity statistics; writes a PNG contact sheet."""
     import json
 
-    from datasets.registry import resolve_domain, stand_in_note
+    from benchmark.registry import resolve_domain, stand_in_note
     from datasets.report import contact_sheet, intensity_stats
 
     results, cache = _dirs(results_dir, cache_dir)
@@ -381,7 +333,7 @@ def perf_train(
 
 
 from benchmark import cli_data  # noqa: E402,F401  (registers data add/list/verify, perf data)
-from benchmark.cli_sweep import sweep_app  # noqa: E402 - it imports this module
+from benchmark.cli_sweep import sweep_app  # noqa: E402
 
 app.add_typer(sweep_app, name="sweep")
 

@@ -1,6 +1,7 @@
 """`bench data add | list | remove | build | verify` and `bench perf data`: data from the CLI.
 
-Attached to the `data` and `perf` sub-apps of benchmark.cli (imported at its end).
+Attached to the `data` and `perf` sub-apps of benchmark.cli_common (benchmark.cli imports this
+module at its end).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from benchmark.cli import _reporter, console, data_app, perf_app, user_errors
+from benchmark.cli_common import _reporter, console, data_app, perf_app, user_errors
 from benchmark.errors import UserError
 
 FORMAT_OPTIONS = {  # option -> formats it applies to
@@ -136,8 +137,8 @@ def data_build(
 ) -> None:
     """Build (or finish building) the shard cache of each domain at --image-size, in parallel;
     a killed build resumes from its finished shards. Runs then read it without decoding."""
+    from benchmark.registry import resolve_domain
     from benchmark.runner import default_cache_dir
-    from datasets.registry import resolve_domain
 
     reporter = _reporter(no_progress)
     for spec in name:

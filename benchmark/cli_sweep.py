@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from benchmark.cli import (
+from benchmark.cli_common import (
     CacheOpt,
     NoProgressOpt,
     ResultsOpt,
@@ -161,7 +161,7 @@ def _print_dry_run(spec: Any, results: Path, options: Any, launcher: str = "loca
     jobs = expand(spec)
     states = {j.run_id: job_state(results, spec.sweep_id, j).state for j in jobs}
     todo = [j for j in jobs if states[j.run_id] != "done"]
-    from benchmark.cli import err_console
+    from benchmark.cli_common import err_console
 
     if launcher == "local":
         workers = options.workers or 1

@@ -14,6 +14,7 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any, TypeVar
 
 from benchmark.errors import UserError, closest
@@ -204,3 +205,31 @@ def _register_domain_entry_point(ep: metadata.EntryPoint, provider: Provider) ->
 
 
 DOMAINS = _Registry("domain", _load_domains)
+
+
+def resolve_domain(spec: str) -> Any:
+    """A user data binding, a registered domain name, or a synthetic-domain TOML path -> Domain."""
+    if spec.endswith(".toml") or Path(spec).suffix == ".toml":
+        path = Path(spec)
+        if not path.is_file():
+            raise UserError(f"domain file '{spec}' does not exist")
+        from datasets.synthetic import SyntheticDomain
+
+        return SyntheticDomain.from_toml(path)
+    from datasets.real.bindings import lookup
+
+    binding = lookup(spec)  # `bench data add` bindings win over built-in names
+    if binding is not None:
+        from datasets.real import RealDomain
+
+        return RealDomain(binding)
+    return DOMAINS.get(spec).factory()
+
+
+def stand_in_note(spec: str, domain: Any) -> str | None:
+    """The one-line notice printed whenever a synthetic stand-in answers for a real name."""
+    info = DOMAINS.all().get(spec)
+    if info is not None and info.synthetic_stand_in and getattr(domain, "synthetic", False):
+        return (f"note: '{spec}' is the built-in SYNTHETIC stand-in "
+                f"(datasets/synthetic/domains/{spec}.toml), not real {spec.upper()} data")
+    return None

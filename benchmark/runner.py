@@ -40,12 +40,11 @@ from benchmark.config import (
 from benchmark.errors import UserError
 from benchmark.evaluate import evaluate
 from benchmark.progress import NullReporter, Reporter
-from benchmark.registry import MethodInfo, get_method
+from benchmark.registry import MethodInfo, get_method, resolve_domain, stand_in_note
 from benchmark.store import ResultsStore, RunRecord, now_iso
 from benchmark.trainer import load_checkpoint, seed_everything, train
 from benchmark.validate import resolve_config
 from datasets.domain import Domain, DomainData
-from datasets.registry import resolve_domain, stand_in_note
 from datasets.splits import make_split, split_hash
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -306,9 +306,9 @@ def cluster_queue(results_dir: Path, sweep_id: str) -> dict[str, str]:
            if r.get("slurm_job")} if folder.is_dir() else set()
     if not ids:
         return {}
-    from benchmark.launchers.slurm import slurm_queue
+    from benchmark.launchers import slurm_queue
 
-    return {jid: st for jid, st in slurm_queue(sweep_id).items() if jid in ids}
+    return {jid: st for jid, st in slurm_queue.slurm_queue(sweep_id).items() if jid in ids}
 
 
 def job_state(results_dir: Path, sweep_id: str, job: Job,
@@ -526,7 +526,7 @@ def run_sweep(spec: SweepSpec, launcher: Any, ctx_kwargs: dict[str, Any], report
     holds are retried at the end, waiting for their lock, so the sweep ends with all its jobs
     settled (finished here or elsewhere) and none run twice.
     """
-    from datasets.registry import resolve_domain, stand_in_note
+    from benchmark.registry import resolve_domain, stand_in_note
 
     for name in dict.fromkeys([*spec.sources, *spec.targets]):
         note = stand_in_note(name, resolve_domain(name))
@@ -617,7 +617,7 @@ class Estimate:
 
 def _split_sizes(job: Job, profile: Any) -> dict[str, int]:
     """Train/val/test image counts from the domain's described size and the profile."""
-    from datasets.registry import resolve_domain
+    from benchmark.registry import resolve_domain
 
     described = resolve_domain(job.source).describe()
     n = int(described.get("images") or 0)

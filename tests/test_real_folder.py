@@ -138,7 +138,7 @@ def test_bad_options_and_names(tmp_path: Path, config: Path) -> None:
 
 
 def test_remove_restores_the_stand_in(tree: Path, config: Path) -> None:
-    from datasets.registry import resolve_domain
+    from benchmark.registry import resolve_domain
 
     assert bench("data", "add", "dbt", "--format", "folder", "--root", str(tree)).exit_code == 0
     assert not resolve_domain("dbt").synthetic

@@ -66,7 +66,7 @@ def test_foreign_datasets_package_is_detected(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_domain_registry_and_stand_in_note() -> None:
-    from datasets.registry import resolve_domain, stand_in_note
+    from benchmark.registry import resolve_domain, stand_in_note
 
     domains = registry.DOMAINS.all()
     assert {"ffdm", "dbt", "cbis-ddsm"} <= set(domains)

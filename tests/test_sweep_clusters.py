@@ -224,7 +224,7 @@ def test_scancelled_task_is_interrupted_with_its_cause(toy_domains: Any, results
 def test_queued_slurm_jobs_show_and_are_not_resubmitted(monkeypatch: pytest.MonkeyPatch,
                                                         toy_domains: Any, results_dir: Path,
                                                         session_cache: Path) -> None:
-    import benchmark.launchers.slurm as slurm
+    import benchmark.launchers.slurm_queue as slurm
 
     [job] = expand(SPEC)
     submitted = Recorder(lambda c: {"run_id": c.job["run_id"], "method": "unet",

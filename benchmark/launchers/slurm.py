@@ -21,6 +21,7 @@ from typing import Any
 
 from benchmark.errors import UserError
 from benchmark.launchers.base import Launcher, Outcome
+from benchmark.launchers.slurm_queue import job_name
 
 # Slurm end states after which the job can resume from its checkpoint: it was stopped from
 # outside, its own code did not fail.
@@ -42,27 +43,6 @@ class _Requeueable:
         import submitit
 
         return submitit.helpers.DelayedSubmission(_Requeueable(), call)
-
-
-def job_name(sweep_id: str) -> str:
-    """The Slurm job name of a sweep's arrays (how `slurm_queue` finds them)."""
-    return f"calcbench-{sweep_id}"
-
-
-def slurm_queue(sweep_id: str) -> dict[str, str]:
-    """Array task id ('123_4') -> squeue state of the sweep's jobs Slurm still holds
-    ({} where squeue is missing or fails: then nothing is known to be queued)."""
-    if not shutil.which("squeue"):
-        return {}
-    try:
-        out = subprocess.run(["squeue", "--noheader", "--array", "--name", job_name(sweep_id),
-                              "--format", "%i %T"], capture_output=True, text=True,
-                             timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    if out.returncode:
-        return {}
-    return dict(line.split(None, 1) for line in out.stdout.splitlines() if " " in line.strip())
 
 
 def submission_error(text: str) -> str:

@@ -27,8 +27,8 @@ from rich.table import Table
 from benchmark.config import get_profile
 from benchmark.perf.train_perf import PerfRow, run_train_perf
 from benchmark.progress import Reporter
+from benchmark.registry import resolve_domain
 from benchmark.runner import DataCache, RunRequest, default_cache_dir, resolve_device, run
-from datasets.registry import resolve_domain
 
 PERF_METHODS = ("unet", "swinunet", "mlnnet", "sadn")
 TRAIN_METHODS = ("swinunet", "mlnnet")

@@ -21,9 +21,9 @@ from rich.table import Table
 
 from benchmark.config import apply_profile_overrides, get_profile, resolve_hparams
 from benchmark.progress import Reporter
+from benchmark.registry import resolve_domain
 from benchmark.runner import DataCache, default_cache_dir
 from benchmark.trainer import seed_everything, to_batch, train
-from datasets.registry import resolve_domain
 from methods.mlnnet import MlnNet
 from methods.networks.multinorm import multinorms
 
