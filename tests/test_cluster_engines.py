@@ -7,6 +7,7 @@ run. Every daemon is stopped by its pid at the end, also when a test fails."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -112,6 +113,23 @@ def _check_everything_kept(cwd: Path, env: dict[str, str], stopped: str) -> str:
     return sweep.name
 
 
+@contextlib.contextmanager
+def _sweep_until_a_checkpoint(cmd: list[str], cwd: Path, env: dict[str, str]
+                              ) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Start `bench <cmd>` and wait until one of its runs has a checkpoint; yields the process
+    and that run's id, and kills the process afterwards if it is still running."""
+    proc = subprocess.Popen([str(BENCH), *cmd], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait_for("a checkpoint", lambda: _checkpointed(cwd) is not None, proc)
+        stopped = _checkpointed(cwd)
+        assert stopped
+        yield proc, stopped
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 # --- Slurm ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -147,21 +165,13 @@ def test_slurm_sweep_survives_scancel(slurm_env: dict[str, str], tmp_path: Path)
     cmd = [*SWEEP, "--launcher", "slurm", "--cpus-per-job", "1", "--time", "10"]
     _refused([*cmd, "--partition", "nope"], tmp_path, env, "the job array was refused")
     _refused([*cmd, "--gpus-per-job", "1"], tmp_path, env, "the job array was refused")
-    proc = subprocess.Popen([str(BENCH), *cmd], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        _wait_for("a checkpoint", lambda: _checkpointed(tmp_path) is not None, proc)
-        stopped = _checkpointed(tmp_path)
-        assert stopped
+    with _sweep_until_a_checkpoint(cmd, tmp_path, env) as (proc, stopped):
         slurm_job = str(_records(tmp_path)[stopped]["slurm_job"])
         # status sees the tasks in Slurm's hands (squeue), so a relaunch would not resubmit
         live = _bench(["sweep", "status", "--sweep", _sweep_id(tmp_path)], tmp_path, env)
         assert f"Slurm job {slurm_job} running" in " ".join(live.stdout.split()), live.stdout
         subprocess.run(["scancel", slurm_job], env=env, check=True)
         out, _ = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 1, out  # not everything finished
     assert f"interrupted {stopped}" in out and f"Slurm job {slurm_job} CANCELLED" in out, out
     sweep_id = _sweep_id(tmp_path)
@@ -243,19 +253,11 @@ def test_ray_sweep_survives_a_killed_worker(ray_head: tuple[str, dict[str, str],
     cmd = [*SWEEP, "--launcher", "ray", "--address", address, "--cpus-per-job", "1"]
     _refused([*cmd, "--gpus-per-job", "1"], tmp_path, env, "no node of the Ray cluster")
     _refused([*cmd, "--opt", "num_cpus=1"], tmp_path, env, "--opt num_cpus")
-    proc = subprocess.Popen([str(BENCH), *cmd], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        _wait_for("a checkpoint", lambda: _checkpointed(tmp_path) is not None, proc)
-        stopped = _checkpointed(tmp_path)
-        assert stopped
+    with _sweep_until_a_checkpoint(cmd, tmp_path, env) as (proc, stopped):
         pid = int(_records(tmp_path)[stopped]["pid"])  # type: ignore[call-overload]
         assert pid in _session_pids(sid)  # a worker of our head, not some other process
         os.kill(pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, out  # Ray retried the task, which resumed
     assert "2 ran now" in out, out
     again = _bench(cmd, tmp_path, env)
