@@ -127,7 +127,7 @@ def not_learned_line(info: dict[str, Any]) -> str | None:
     if math.isnan(best) or math.isnan(background) or best > background + LEARNED_EPS:
         return None
     return (f"NOT LEARNED: best source-validation DSC {best:.4f} never beat the all-background "
-            f"score {background:.4f}; these are an empty prediction's numbers "
+            f"score {background:.4f}; the model does no better than predicting nothing "
             "(why: docs/guide/not-learned.md)")
 
 
