@@ -132,15 +132,24 @@ def _sweep_until_a_checkpoint(cmd: list[str], cwd: Path, env: dict[str, str]
 
 # --- Slurm ------------------------------------------------------------------------------------
 
+def _skip_outside_ci(reason: str) -> None:
+    """Skip a developer's run that lacks root or the packages, but fail in CI, where `make
+    test` installs them as root: there a skip would hide a broken install step."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must run the cluster tests)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def slurm_env() -> Iterator[dict[str, str]]:
     """A running single-node Slurm cluster (stopped by pid afterwards); its client env."""
     if os.geteuid() != 0:
-        pytest.skip("the Slurm test cluster needs root (its daemons run as root)")
+        _skip_outside_ci("the Slurm test cluster needs root (its daemons run as root)")
     cluster = _load_cluster_script()
     missing = cluster.missing_tools()
     if missing:
-        pytest.skip(f"Slurm is not installed here ({', '.join(missing)}): `make slurm-local`")
+        _skip_outside_ci(f"Slurm is not installed here ({', '.join(missing)}): "
+                         "`make slurm-local`")
     folder = Path(tempfile.mkdtemp(prefix="calcbench-slurm-"))
     try:
         try:
@@ -264,3 +273,12 @@ def test_ray_sweep_survives_a_killed_worker(ray_head: tuple[str, dict[str, str],
     assert again.returncode == 0 and "2 were done, 0 ran now" in again.stdout, again.stdout
     _check_everything_kept(tmp_path, env, stopped)
     assert not (head_cwd / "results").exists()  # workers wrote where the driver asked
+
+
+def test_missing_slurm_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run the cluster tests"):
+        _skip_outside_ci("Slurm is not installed here")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        _skip_outside_ci("Slurm is not installed here")
