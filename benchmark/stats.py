@@ -209,10 +209,9 @@ class Comparison:
         return "↑" if better else "↓"
 
 
-def paired_test(cases: pd.DataFrame, base: pd.DataFrame, label: str, how: str) -> Comparison:
-    """Wilcoxon signed-rank of `cases` vs `base` on identical images (patients under
-    `patient`/`pooled`, where the per-patient means are paired)."""
-    a, b = per_image(cases, label), per_image(base, label)
+def paired_images(a: pd.DataFrame, b: pd.DataFrame, how: str) -> Comparison:
+    """Wilcoxon signed-rank of two `per_image` frames on identical images (patients under
+    `patient`/`pooled`, where the per-patient means are paired); `a` minus `b`."""
     if how != "image":
         a = a.groupby("patient_id")["value"].mean().reset_index()
         b = b.groupby("patient_id")["value"].mean().reset_index()
@@ -227,6 +226,11 @@ def paired_test(cases: pd.DataFrame, base: pd.DataFrame, label: str, how: str) -
         return Comparison(len(diff), 0.0, 1.0)
     p = float(sps.wilcoxon(joined["value_m"], joined["value_b"]).pvalue)
     return Comparison(len(diff), float(diff.mean()), p)
+
+
+def paired_test(cases: pd.DataFrame, base: pd.DataFrame, label: str, how: str) -> Comparison:
+    """`paired_images` of the per-case rows of a method and of the baseline."""
+    return paired_images(per_image(cases, label), per_image(base, label), how)
 
 
 def compare_to_baseline(cells: dict[str, pd.DataFrame], baseline: str, label: str,
@@ -261,36 +265,18 @@ def average_ranks(means: pd.DataFrame) -> pd.Series:
     return ranks.mean(axis=1, skipna=True)
 
 
-def _units(images: pd.DataFrame, how: str) -> pd.Series:
-    """A per-image frame as a Series of unit values: images, or patient means unless `image`."""
-    if how == "image":
-        return images.set_index("image_id")["value"]
-    return images.groupby("patient_id")["value"].mean()
-
-
 def significance_ranks(images: dict[str, pd.DataFrame], label: str, how: str,
                        alpha: float = 0.05) -> dict[str, int]:
     """Per method (keys of `images`, each a `per_image` frame of one column): 1 + the number
-    of methods significantly better on the paired units (Wilcoxon signed-rank, Holm across
-    all pairs of the column). With one method it ranks 1."""
+    of methods significantly better on the paired units (`paired_images`, Holm across all
+    pairs of the column). With one method it ranks 1."""
     names = list(images)
-    units = {n: _units(images[n], how) for n in names}
-    pairs, pvalues, diffs = [], [], []
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            joined = pd.concat([units[a], units[b]], axis=1, join="inner").dropna()
-            d = (joined.iloc[:, 0] - joined.iloc[:, 1]).to_numpy(float)
-            if not len(d) or not np.any(d != 0):
-                p = math.nan if not len(d) else 1.0
-            else:
-                p = float(sps.wilcoxon(joined.iloc[:, 0], joined.iloc[:, 1]).pvalue)
-            pairs.append((a, b))
-            pvalues.append(p)
-            diffs.append(float(d.mean()) if len(d) else 0.0)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    tests = [paired_images(images[a], images[b], how) for a, b in pairs]
     better_than = {n: 0 for n in names}
-    for (a, b), p, diff in zip(pairs, holm(pvalues), diffs, strict=True):
-        if math.isnan(p) or p >= alpha or diff == 0:
-            continue
-        a_wins = (diff > 0) == HIGHER_IS_BETTER[label]
-        better_than[b if a_wins else a] += 1
+    for (a, b), test, adjusted in zip(pairs, tests, holm([t.p for t in tests]), strict=True):
+        test.p_holm = adjusted
+        mark = test.marker(label, alpha)  # '↑': a is significantly better than b
+        if mark:
+            better_than[b if mark == "↑" else a] += 1
     return {n: 1 + k for n, k in better_than.items()}
