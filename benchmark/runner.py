@@ -291,7 +291,7 @@ def run(req: RunRequest, reporter: Reporter) -> RunOutcome:
                                                             "best.pt").is_file()
     if reused:
         reporter.log(f"reusing the finished training of run {run_id}")
-    elif info.cls.shares_training_with:
+    elif shared_training_request(req) is not None:
         _take_shared_training(store, plan, req, source, split, method, reporter)
     else:
         with training_lock(folder):
@@ -383,16 +383,20 @@ def all_background_dsc(data: DomainData, index: np.ndarray) -> float:
 def shared_training_request(req: RunRequest) -> RunRequest | None:
     """The request whose training `req.method` reuses (None when it trains itself).
 
-    `--set` values of hparams only the variant declares (inference-only ones a plugin variant
-    may add) are dropped, since the owner would reject them, and so are the inference-only
-    hparams either method declares (`Method.inference_hparams`): they never change the
-    owner's weights, so they never enter its run id. Profile overrides and shared training
-    hparams are kept, so both runs train alike.
+    A variant (`shares_training_with`) reuses its owner's training. `--set` values of hparams
+    only the variant declares (inference-only ones a plugin variant may add) are dropped,
+    since the owner would reject them, and so are the inference-only hparams either method
+    declares (`Method.inference_hparams`): they never change the owner's weights, so they
+    never enter its run id. Profile overrides and shared training hparams are kept, so both
+    runs train alike. A method run with one of its own inference-only hparams set reuses, the
+    same way, the training of the same request without them.
     """
     cls = get_method(req.method).cls
     owner = cls.shares_training_with
     if not owner:
-        return None
+        sets = [s for s in req.sets if s.partition("=")[0].strip() not in cls.inference_hparams]
+        return (dataclasses.replace(req, targets=[], sets=sets) if len(sets) < len(req.sets)
+                else None)
     owner_cls = get_method(owner).cls
     only_mine = ({h.name for h in cls.hparam_space()}
                  - {h.name for h in owner_cls.hparam_space()})

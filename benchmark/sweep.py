@@ -135,7 +135,6 @@ def expand(spec: SweepSpec) -> list[Job]:
     sweep covers every method a little rather than a few methods fully; methods that share
     another's training come after all the others.
     """
-    from benchmark.registry import get_method
     from benchmark.runner import RunRequest, plan_run, target_key
 
     quiet = NullReporter()  # run_sweep prints the stand-in notes once, not once per job
@@ -158,7 +157,16 @@ def expand(spec: SweepSpec) -> list[Job]:
     random.Random(seed_hash(spec.sweep_id, "order")).shuffle(ordered)
     # Inference-time variants go last: by then the training they share is usually done, so
     # they only evaluate instead of waiting for (or doing) the owner's training.
-    return sorted(ordered, key=lambda j: bool(get_method(j.method).cls.shares_training_with))
+    return sorted(ordered, key=lambda j: _reuses_training(j))
+
+
+def _reuses_training(job: Job) -> bool:
+    """Whether `job` evaluates another run's training (a variant, or inference-only --set)."""
+    from benchmark.runner import RunRequest, shared_training_request
+
+    return shared_training_request(RunRequest(
+        method=job.method, source=job.source, targets=job.targets, profile=job.profile,
+        seed=job.seed, sets=job.sets, trial=job.trial)) is not None
 
 
 # --- folders, manifest, locks -----------------------------------------------------------------

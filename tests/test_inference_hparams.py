@@ -37,3 +37,17 @@ def test_inference_hparams_are_declared_where_they_exist() -> None:
         cls = METHODS.all()[name].cls
         assert "selection" in cls.inference_hparams
         assert "selection" in {h.name for h in cls.hparam_space()}
+
+
+def test_selection_override_on_the_owner_reuses_its_default_training() -> None:
+    """`bench run --method mlnnet --set selection=paper-literal` evaluates the default
+    MLN-net's weights: its training request is the plain one, its own run id differs."""
+    plain = RunRequest(method="mlnnet", source="ffdm", profile="smoke")
+    literal = RunRequest(method="mlnnet", source="ffdm", targets=["dbt"], profile="smoke",
+                         sets=["selection=paper-literal", "epochs=1"])
+    assert shared_training_request(plain) is None
+    owner = shared_training_request(literal)
+    assert owner is not None and owner.method == "mlnnet" and owner.sets == ["epochs=1"]
+    one_epoch = RunRequest(method="mlnnet", source="ffdm", profile="smoke", sets=["epochs=1"])
+    assert plan_run(owner, NullReporter()).run_id == plan_run(one_epoch, NullReporter()).run_id
+    assert plan_run(literal, NullReporter()).run_id != plan_run(one_epoch, NullReporter()).run_id
