@@ -193,7 +193,8 @@ def _tiny_toml(tmp_path: Path, name: str, patients: int = 6) -> Path:
     text = (Path(__file__).resolve().parent.parent / "datasets" / "synthetic" / "domains"
             / f"{name}.toml").read_text()
     text = text.replace(f'name = "{name}"', f'name = "tiny-{name}"')
-    lines = [f"n_patients = {patients}" if line.startswith("n_patients") else line
+    lines = [f"n_patients = {patients}" if line.startswith("n_patients")
+             else "test_patients = 0" if line.startswith("test_patients") else line
              for line in text.splitlines()]
     path = tmp_path / f"tiny-{name}.toml"
     path.write_text("\n".join(lines) + "\n")

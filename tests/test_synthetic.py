@@ -106,7 +106,8 @@ def tiny(tiny_path: Path) -> DomainData:
 def _builtin(name: str, n_patients: int) -> SyntheticDomain:
     """A built-in domain with fewer patients (keeps the test fast)."""
     dom = SyntheticDomain.from_toml(BUILTIN_DOMAINS_DIR / f"{name}.toml")
-    return SyntheticDomain(dom.params.with_overrides({"dataset.n_patients": n_patients}))
+    return SyntheticDomain(dom.params.with_overrides({"dataset.n_patients": n_patients,
+                                                      "dataset.test_patients": 0}))
 
 
 def test_values_shapes_and_meta(tiny: DomainData) -> None:

@@ -186,10 +186,14 @@ def _vendor_processing(p: np.ndarray, breast: np.ndarray, params: DomainParams,
     return p
 
 
-def _display(p: np.ndarray, breast: np.ndarray, params: DomainParams) -> np.ndarray:
-    """VOI (breast percentiles or tissue attenuation -> 0..1), then the display LUT."""
+def _display(p: np.ndarray, breast: np.ndarray, params: DomainParams,
+             window: tuple[float, float] | None = None) -> np.ndarray:
+    """VOI (breast percentiles, tissue attenuation or a given (lo, hi) window -> 0..1), then
+    the display LUT."""
     q = params.acquisition
-    if q.voi_mode == "tissue":  # quantitative values: 0 = fat, 1 = fibroglandular tissue
+    if window is not None:  # e.g. the volume's own window, shared by all its slices
+        lo, hi = window
+    elif q.voi_mode == "tissue":  # quantitative values: 0 = fat, 1 = fibroglandular tissue
         lo, hi = q.mu_fat_per_mm, q.mu_gland_per_mm
     else:
         lo, hi = np.percentile(_breast_values(p, breast), q.voi_percentiles)
@@ -317,40 +321,111 @@ def _tomosynthesis(case: Case, params: DomainParams, n: int) -> list[Shot]:
     breast = maps.breast
     soft_breast = np.clip(maps.skin_distance / spacing + 0.5, 0.0, 1.0).astype(np.float32)
 
-    s_count = int(d.slices_per_view)
-    focus = [s for s in case.specks if s.cluster == 0]
-    centre = float(np.mean([s.depth_mm for s in focus])) if focus else thick / 2
-    shots = []
-    for si in range(s_count):
-        depth = centre + (si - (s_count - 1) / 2) * t.slice_step_mm
-        depth = float(np.clip(depth, t.slice_thickness_mm, thick - t.slice_thickness_mm))
+    n_slices = max(1, round(thick / t.slice_thickness_mm))
+    depths = _slice_depths(case, params, n_slices)
+    projection_noise = _projection_noise(case, params, n, len(tan), per_proj)
+    recons = []
+    for si, depth in enumerate(depths):
         # Tissue: shift-and-add of every layer, as a transfer function along the motion axis.
         h_m = transfer(m, depth)
         spec = (layer_spec * h_m.reshape(n_layers, *fshape)).sum(axis=0)
         spec = spectral_resize((spec * recon_filter(h_m, m)).astype(np.complex64), n)
         # Calcifications: one replica per projection, at the speck's height times tan(angle).
+        w_n = recon_filter(transfer(n, depth), n)
         calc = np.zeros((n, n), np.float32)
         for speck, (r0, c0, patch) in zip(case.specks, patches, strict=True):
             for shift in np.rint((speck.depth_mm - depth) * tan / spacing).astype(int):
                 dr, dc = (shift, 0) if axis == 0 else (0, shift)
                 stamp(calc, r0 + dr, c0 + dc, patch, calc_weight)
         if case.specks:
-            spec = spec + sfft.rfft2(calc, norm="forward") * recon_filter(transfer(n, depth), n)
+            spec = spec + sfft.rfft2(calc, norm="forward") * w_n
         recon = sfft.irfft2(spec, s=(n, n), norm="forward").astype(np.float32)
         # Scatter (no grid in DBT) lowers every contrast about the mean by 1 / (1 + SPR).
         mean = float(np.mean(_breast_values(recon, breast)))
         recon = mean + (recon - mean) / (1.0 + q.scatter_to_primary)
-        rng = _noise_rng(case, params, si)
-        recon += noise_mu * rng.standard_normal((n, n), dtype=np.float32)
-        recon = smooth(recon * soft_breast, q.mtf_sigma_mm / spacing)
-        value = _display(recon, breast, params)
+        if projection_noise is None:  # one independent white field per slice (uncorrelated)
+            rng = _noise_rng(case, params, si)
+            recon += noise_mu * rng.standard_normal((n, n), dtype=np.float32)
+        else:  # the projections' noise, shift-and-added and filtered like the signal
+            recon += _slice_noise(projection_noise, depth * tan / spacing, axis, w_n) / slab
+        recons.append(smooth(recon * soft_breast, q.mtf_sigma_mm / spacing))
+    window = None
+    if q.voi_mode == "volume":  # one window for the whole volume, from all its slices
+        values = np.concatenate([_breast_values(r, breast) for r in recons])
+        window = tuple(float(v) for v in np.percentile(values, q.voi_percentiles))
+    shots = []
+    for depth, recon in zip(depths, recons, strict=True):
+        value = _display(recon, breast, params, window)
         if q.zero_background:
             value = np.where(breast, value, 0.0)
         mask = cluster_mask(case, n, depth_mm=depth, focus_mm=t.mask_focus_mm,
                             min_specks=int(t.min_specks_in_focus), patches=patches)
-        n_slices = max(1, round(thick / t.slice_thickness_mm))
-        meta = {"receptor": q.receptor, "slice": round(depth / t.slice_thickness_mm),
+        # the number of the reconstructed slice ('centred' keeps its historical rounding, so
+        # stand-ins that use it reproduce bit for bit)
+        index = (round(depth / t.slice_thickness_mm) if t.slice_sampling == "centred"
+                 else min(int(depth / t.slice_thickness_mm), n_slices - 1))
+        meta = {"receptor": q.receptor, "slice": index,
                 "slice_depth_mm": round(depth, 3), "n_slices": n_slices,
                 "volume_id": f"P{case.patient:04d}-{case.view}"}
         shots.append(Shot(_store(value, params), mask, meta))
     return shots
+
+
+def _slice_depths(case: Case, params: DomainParams, n_slices: int) -> list[float]:
+    """Depths (mm) of the stored slices of one volume, in increasing order.
+
+    'centred': `slices_per_view` slices `slice_step_mm` apart about the mean depth of the
+    first cluster. 'random': drawn without replacement (from the case's own random stream)
+    among the volume's reconstructed slices on which that cluster is annotated (at least
+    `min_specks_in_focus` specks within `mask_focus_mm`), then, if too few, among the other
+    slices of the volume; a volume without a cluster draws from all its slices.
+    """
+    t, count = params.tomosynthesis, int(params.dataset.slices_per_view)
+    thick, step = case.thickness_mm, float(t.slice_thickness_mm)
+    focus = [s for s in case.specks if s.cluster == 0]
+    if t.slice_sampling == "centred":
+        centre = float(np.mean([s.depth_mm for s in focus])) if focus else thick / 2
+        return [float(np.clip(centre + (si - (count - 1) / 2) * t.slice_step_mm, step,
+                              thick - step)) for si in range(count)]
+    centres = (np.arange(n_slices) + 0.5) * step
+    depth = np.array([s.depth_mm for s in focus], np.float64)
+    in_focus = (np.abs(depth[None, :] - centres[:, None]) <= t.mask_focus_mm).sum(axis=1)
+    shown = np.flatnonzero(in_focus >= int(t.min_specks_in_focus)) if focus else np.arange(0)
+    rest = np.setdiff1d(np.arange(n_slices), shown)
+    rng = np.random.default_rng(np.random.SeedSequence(
+        int(params.dataset.anatomy_seed), spawn_key=(case.patient, _view_key(case.view), 7)))
+    picked = list(rng.permutation(shown)[:count])
+    picked += list(rng.permutation(rest)[:count - len(picked)])
+    return sorted(float(centres[i]) for i in picked)
+
+
+def _view_key(view: str) -> int:
+    """A stable small integer for a view name (a random-stream key)."""
+    return sum((i + 1) * ord(ch) for i, ch in enumerate(view))
+
+
+def _projection_noise(case: Case, params: DomainParams, n: int, k: int, per_proj: float
+                      ) -> np.ndarray | None:
+    """The quantum + electronic noise of each of the `k` projections (k, n, n), in line-integral
+    units; None for tomosynthesis.reconstruction_noise = 'white' (one independent field per
+    slice, the older model)."""
+    q = params.acquisition
+    if params.tomosynthesis.reconstruction_noise == "white":
+        return None
+    sd = float(np.sqrt(per_proj + q.electronic_noise_quanta ** 2) / per_proj)
+    rng = _noise_rng(case, params, 0)
+    return sd * rng.standard_normal((k, n, n), dtype=np.float32)
+
+
+def _slice_noise(noise: np.ndarray, shifts: np.ndarray, axis: int, w: np.ndarray
+                 ) -> np.ndarray:
+    """Noise of one reconstructed slice: the mean of the projections' noise, each shifted by
+    its replica offset (pixels) for this depth, then the reconstruction filter `w`. Slices of
+    one volume share the projections, so their noise is correlated, and the filter makes it
+    high-pass along the motion axis, the anisotropic noise of DBT."""
+    summed = np.zeros(noise.shape[1:], np.float32)
+    for one, shift in zip(noise, np.rint(shifts).astype(int), strict=True):
+        summed += np.roll(one, int(shift), axis=axis)
+    summed /= len(noise)
+    spec = sfft.rfft2(summed, norm="forward") * w
+    return sfft.irfft2(spec, s=summed.shape, norm="forward").astype(np.float32)

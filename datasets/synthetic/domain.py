@@ -100,7 +100,8 @@ class SyntheticDomain(Domain):
             "synthetic": True,
             "source": p.source or "(in memory)",
             "description": p.description,
-            "patients": int(d.n_patients),
+            "patients": p.n_all_patients,
+            "official_test_patients": int(d.test_patients),
             "views": list(d.views),
             "slices_per_view": int(d.slices_per_view),
             "images": p.n_images,
@@ -139,13 +140,14 @@ class SyntheticDomain(Domain):
         return DomainData(domain=self.name, images=arrays["images"], masks=arrays["masks"],
                           spacing_mm=np.asarray(rows["spacing_mm"], np.float64).reshape(-1, 2),
                           patient_ids=rows["patient_ids"], image_ids=rows["image_ids"],
-                          meta=rows["meta"])
+                          meta=rows["meta"], official_split=self.official_split(
+                              rows["patient_ids"]))
 
     def generate(self, image_size: int, progress: Any = None) -> DomainData:
         """Simulate every case and resample it to image_size (no cache involved)."""
         self.generation_count += 1
         p = self.params
-        n_patients = int(p.dataset.n_patients)
+        n_patients = p.n_all_patients
         per_patient = len(p.dataset.views) * int(p.dataset.slices_per_view)
         images = np.empty((p.n_images, image_size, image_size), np.float32)
         masks = np.empty((p.n_images, image_size, image_size), np.uint8)
@@ -169,7 +171,18 @@ class SyntheticDomain(Domain):
         return DomainData(domain=self.name, images=images, masks=masks,
                           spacing_mm=np.full((p.n_images, 2), float(p.dataset.tile_mm)
                                              / image_size, np.float64),
-                          patient_ids=patient_ids, image_ids=image_ids, meta=metas)
+                          patient_ids=patient_ids, image_ids=image_ids, meta=metas,
+                          official_split=self.official_split(patient_ids))
+
+    def official_split(self, patient_ids: list[str]) -> list[str] | None:
+        """"test" for the images of the `test_patients` (simulated after the n_patients),
+        "train" for the rest; None when the domain has no official test patients."""
+        d = self.params.dataset
+        if int(d.test_patients) == 0:
+            return None
+        first_test = int(d.n_patients)
+        return ["test" if int(pid.rsplit("-P", 1)[1]) >= first_test else "train"
+                for pid in patient_ids]
 
     def patients_per_shard(self, image_size: int) -> int:
         """Patients per shard: about 64 MiB of samples, and at least 8 shards when the domain
@@ -178,14 +191,14 @@ class SyntheticDomain(Domain):
         p = self.params
         per_patient = len(p.dataset.views) * int(p.dataset.slices_per_view)
         by_size = max(1, SHARD_BYTES // (image_size * image_size * 5 * per_patient))
-        return max(1, min(by_size, -(-int(p.dataset.n_patients) // 8)))
+        return max(1, min(by_size, -(-p.n_all_patients // 8)))
 
     def _build(self, folder: Path, image_size: int, progress: Any) -> None:
         """Generate every patient into the shard store (resuming finished shards)."""
         self.generation_count += 1
         p = self.params
         group = self.patients_per_shard(image_size)
-        n_patients = int(p.dataset.n_patients)
+        n_patients = p.n_all_patients
         tile = float(p.dataset.tile_mm) / image_size
 
         def produce(unit: int, writer: ShardWriter) -> None:

@@ -61,7 +61,11 @@ TOP_LEVEL: dict[str, Key] = {
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "dataset": {
-        "n_patients": _k("int", 20, 1, 100000, "number of simulated patients"),
+        "n_patients": _k("int", 20, 1, 100000,
+                         "simulated patients split by the profile's fractions (train/val/test)"),
+        "test_patients": _k("int", 0, 0, 100000,
+                            "further patients held out as an official test split; then "
+                            "val is carved from the n_patients and the test split is these"),
         "views": Key("views", ["L-CC", "R-CC", "L-MLO", "R-MLO"],
                      "views per patient: L-/R-CC/MLO, or CC/MLO with laterality drawn per patient"),
         "slices_per_view": _k("int", 1, 1, 64,
@@ -142,9 +146,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "unsharp_sigma_mm": _k("float", 1.0, 0.05, 20.0, "unsharp-mask blur sigma, mm"),
         "lut": _c("linear", ("none", "linear", "sigmoid", "log", "gamma"),
                   "display LUT after the VOI ('none': VOI output as is; film: digitised values)"),
-        "voi_mode": _c("auto", ("auto", "tissue"),
+        "voi_mode": _c("auto", ("auto", "tissue", "volume"),
                        "0..1 before the LUT: 'auto' = breast percentiles of each image, "
-                       "'tissue' = fat..gland attenuation (quantitative DBT slices)"),
+                       "'tissue' = fat..gland attenuation (quantitative DBT slices), "
+                       "'volume' = breast percentiles of the whole DBT volume"),
         "voi_percentiles": _k("range", [1.0, 99.0], 0.0, 100.0,
                               "breast-region percentiles mapped to 0..1 by the 'auto' VOI"),
         "voi_center": _k("float", 0.5, -2.0, 3.0, "window centre in auto-VOI units"),
@@ -161,7 +166,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "sweep_angle_deg": _k("float", 15.0, 1.0, 90.0, "full angular range of the sweep, deg"),
         "motion_axis": _k("int", 0, 0, 1, "image axis of the tube motion (0 rows, 1 columns)"),
         "slice_thickness_mm": _k("float", 1.0, 0.1, 10.0, "reconstructed slice spacing, mm"),
-        "slice_step_mm": _k("float", 3.0, 0.1, 30.0, "distance between the stored slices, mm"),
+        "slice_step_mm": _k("float", 3.0, 0.1, 30.0,
+                            "distance between the stored slices ('centred' sampling), mm"),
+        "slice_sampling": _c("centred", ("centred", "random"),
+                             "stored slices: 'centred' = slice_step apart about the cluster; "
+                             "'random' = drawn across the slices showing the cluster"),
+        "reconstruction_noise": _c("white", ("white", "projections"),
+                                   "'white' = independent noise per slice; 'projections' = "
+                                   "each projection's noise shift-and-added and filtered"),
         "mask_focus_mm": _k("float", 2.0, 0.0, 30.0,
                             "a speck is annotated on a slice within this depth distance, mm"),
         "min_specks_in_focus": _k("int", 3, 1, 100,
@@ -256,10 +268,15 @@ class DomainParams:
         return params_from_dict(raw, label, source=self.source, default_name=self.name)
 
     @property
+    def n_all_patients(self) -> int:
+        """Every simulated patient: the n_patients, then the official test patients."""
+        return int(self.dataset.n_patients) + int(self.dataset.test_patients)
+
+    @property
     def n_images(self) -> int:
         """Images the domain yields: patients x views x slices per view."""
         d = self.dataset
-        return int(d.n_patients) * len(d.views) * int(d.slices_per_view)
+        return self.n_all_patients * len(d.views) * int(d.slices_per_view)
 
 
 def _type_name(value: Any) -> str:
@@ -352,9 +369,9 @@ def params_from_dict(raw: Mapping[str, Any], label: str, source: str = "",
     if acq["geometry"] == "tomosynthesis" and acq["receptor"] == "film":
         raise UserError(f"{label}: acquisition.receptor = 'film' cannot be combined with "
                         "geometry = 'tomosynthesis'")
-    if acq["voi_mode"] == "tissue" and acq["geometry"] != "tomosynthesis":
-        raise UserError(f"{label}: acquisition.voi_mode = 'tissue' needs geometry = "
-                        "'tomosynthesis' (only slices hold attenuation coefficients)")
+    if acq["voi_mode"] in ("tissue", "volume") and acq["geometry"] != "tomosynthesis":
+        raise UserError(f"{label}: acquisition.voi_mode = '{acq['voi_mode']}' needs geometry = "
+                        "'tomosynthesis' (only slices form a volume of attenuation values)")
     if acq["mu_gland_per_mm"] <= acq["mu_fat_per_mm"]:
         raise UserError(f"{label}: acquisition.mu_gland_per_mm must be > mu_fat_per_mm")
     film = sections["film"]
