@@ -288,21 +288,22 @@ def scale_targets(result: dict[str, Any]) -> list[str]:
         return max(row[phase]["rss_mib"], row[phase]["worker_rss_mib"])
 
     speed = first["build1"]["seconds"] / first["buildw"]["seconds"]
-    rate = first["load"]["samples"] / first["load"]["seconds"]
+    rates = [row["load"]["samples"] / row["load"]["seconds"] for row in (first, big)]
     lines = []
     for phase, label in (("buildw", "build"), ("load", "loader")):
         ratio = peak(big, phase) / peak(first, phase)
         top = max(peak(big, phase), peak(first, phase))
         ok = abs(ratio - 1) <= 0.10 and top < 2048
-        lines.append(f"{label} peak RSS {4 * result['scale']} vs {result['scale']} frames: "
+        lines.append(f"{label} peak RSS {big['frames']} vs {first['frames']} frames: "
                      f"{ratio:.3f}x (max {top:.0f} MiB; target within 10 % and < 2048 MiB): "
                      f"{'PASS' if ok else 'MISS'}")
     w = result["workers"]
     lines.append(f"build with {w} workers vs 1: {speed:.2f}x (target >= 1.7x with 2): "
                  f"{'PASS' if speed >= 1.7 else 'MISS'}; reference: pure-CPU jobs in {w} "
                  f"processes vs 1, measured in this run: {result['cpu_reference']:.2f}x")
-    lines.append(f"loader: {rate:.0f} samples/s at {result['image_size']} px (target >= 1000): "
-                 f"{'PASS' if rate >= 1000 else 'MISS'}")
+    lines.append(f"loader: {min(rates):.0f} samples/s at {result['image_size']} px, the slower "
+                 f"of {first['frames']} and {big['frames']} frames ({rates[0]:.0f} / "
+                 f"{rates[1]:.0f}; target >= 1000): {'PASS' if min(rates) >= 1000 else 'MISS'}")
     decodes = first["load"]["decodes"] + big["load"]["decodes"]
     lines.append(f"DICOM decodes when reading the built cache: {decodes} (target 0): "
                  f"{'PASS' if decodes == 0 else 'MISS'}")
