@@ -332,6 +332,40 @@ def perf_train(
         raise typer.Exit(1)
 
 
+@perf_app.command("shift")
+@user_errors
+def perf_shift(
+    method: Annotated[str, typer.Option(help="method to train")] = "unet",
+    source: Annotated[str, typer.Option(help="source domain")] = "ffdm",
+    target: Annotated[list[str] | None, typer.Option(
+        help="target domain; repeat for several (default: dbt)")] = None,
+    seeds: Annotated[str, typer.Option(help="training seeds: '0,1,2' or a range '0-9'")] = "0-9",
+    in_domain: Annotated[str, typer.Option(
+        help="stand-ins also trained on (first seed) for their CI half-width; '' for none")
+    ] = "dbt,cbis-ddsm",
+    profile: Annotated[str, typer.Option(help="smoke | quick | paper")] = "quick",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value override")] = None,
+    results_dir: Annotated[Path, typer.Option(
+        "--results-dir", help="results folder of these runs (kept apart from the "
+        "leaderboards' runs; a rerun reuses finished runs)")] = Path("results/shift-check"),
+    cache_dir: CacheOpt = None,
+    no_progress: NoProgressOpt = False,
+) -> None:
+    """Per-seed in-domain and cross-domain DSC, the drop, and each stand-in's test-split CI
+    half-width, against the shift targets."""
+    from benchmark.perf.shift_check import print_shift_check, run_shift_check, shift_targets
+    from benchmark.sweep import parse_csv, parse_seeds
+
+    results, cache = _dirs(results_dir, cache_dir)
+    result = run_shift_check(method, source, list(target or ["dbt"]), parse_seeds(seeds),
+                             profile, results, cache,
+                             parse_csv(in_domain, "--in-domain") if in_domain else [],
+                             _reporter(no_progress), list(set_ or []))
+    print_shift_check(result, console)
+    if any(line.startswith("MISS") for line in shift_targets(result)):
+        raise typer.Exit(1)
+
+
 from benchmark import cli_data  # noqa: E402,F401  (registers data add/list/verify, perf data)
 from benchmark.cli_sweep import sweep_app  # noqa: E402
 

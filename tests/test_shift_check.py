@@ -1,0 +1,60 @@
+"""`bench perf shift`: per-seed in-domain / cross-domain DSC, drops and CI half-widths."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.perf.shift_check import ShiftResult, shift_rows, shift_targets
+from benchmark.stats import bootstrap_ci, per_image
+from benchmark.store import ResultsStore
+
+DATA = Path(__file__).resolve().parent / "data"
+BENCH = [sys.executable, "-m", "benchmark.cli"]
+
+
+def test_rows_and_target_lines() -> None:
+    """Drops are in-domain minus cross-domain per seed; every target gets a PASS/MISS line."""
+    res = ShiftResult("unet", "ffdm", ["dbt"], "quick",
+                      dsc={0: {"ffdm": 62.0, "dbt": 45.0}, 1: {"ffdm": 55.0, "dbt": 47.0}},
+                      ci_half={"ffdm": (3.5, 240, 60, "x"), "dbt": (4.6, 288, 48, "y")})
+    rows = shift_rows(res)
+    assert [r["drop dbt"] for r in rows] == [17.0, 8.0]
+    lines = shift_targets(res)
+    assert lines[0].startswith("PASS: in-domain") and "lowest 55.0" in lines[0]
+    assert lines[1].startswith("MISS: drop to dbt") and "smallest 8.0" in lines[1]
+    assert lines[2].startswith("MISS: mean drop") and "12.5 over 2 seeds" in lines[2]
+    assert lines[3].startswith("MISS: 95 % CI half-width on dbt") and "4.6" in lines[3]
+    assert lines[4].startswith("PASS: 95 % CI half-width on ffdm")
+
+
+def test_cli_end_to_end_on_the_smoke_profile(tmp_path: Path) -> None:
+    """Two seeds on tiny stand-ins: the table's numbers are the stored runs' mean DSC, the CI
+    half-width is the stored rows' patient bootstrap, and a rerun reuses every run."""
+    res = tmp_path / "res"
+    cmd = [*BENCH, "perf", "shift", "--source", str(DATA / "tiny-ffdm.toml"), "--target",
+           str(DATA / "tiny-dbt.toml"), "--seeds", "0-1", "--in-domain", "",
+           "--profile", "smoke", "--results-dir", str(res), "--no-progress"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode in (0, 1), first.stderr[-2000:]
+    assert "Traceback" not in first.stderr
+    out = first.stdout
+    assert "drop" in out and "CI half-width" in out and "in-domain DSC >= 50" in out
+    store = ResultsStore(res)
+    runs = sorted(p for p in store.runs_dir.iterdir() if p.is_dir())
+    assert len(runs) == 2
+    for folder in runs:
+        cases = store.cases(folder.name)
+        test = cases[(cases["checkpoint"] == "best") & (cases["split"] == "test")]
+        for name, sub in test.groupby("target_name"):
+            images = per_image(sub, "DSC")
+            mean = float(images["value"].mean())
+            lo, hi = bootstrap_ci(images, "DSC", "image", n_boot=2000, seed=0)
+            assert np.isfinite(mean) and f"{mean:.1f}" in out
+            assert name in out and hi >= lo
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == first.returncode
+    assert "reusing the finished training" in again.stdout + again.stderr
