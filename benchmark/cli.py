@@ -12,6 +12,7 @@ from rich.table import Table
 
 from benchmark.cli_common import (
     CacheOpt,
+    EvalLastOpt,
     NoProgressOpt,
     ResultsOpt,
     _dirs,
@@ -74,6 +75,7 @@ def run(
     compile_: Annotated[bool, typer.Option(
         "--compile", help="torch.compile the networks (opt-in; measure with bench perf train "
                           "--compile)")] = False,
+    eval_last: EvalLastOpt = False,
 ) -> None:
     """Train METHOD on SOURCE (or reuse a finished training) and evaluate on every TARGET."""
     from benchmark.runner import RunRequest
@@ -82,7 +84,7 @@ def run(
     results, cache = _dirs(results_dir, cache_dir)
     req = RunRequest(method=method, source=source, targets=list(target or []), profile=profile,
                      seed=seed, device=device, sets=list(set_ or []), results_dir=results,
-                     cache_dir=cache, compile=compile_)
+                     cache_dir=cache, compile=compile_, eval_last=eval_last)
     outcome = do_run(req, _reporter(no_progress))
     _print_summary(outcome, f"{method} trained on {source} ({profile} profile, seed {seed})")
 
@@ -96,12 +98,14 @@ def eval_(
     results_dir: ResultsOpt = None,
     cache_dir: CacheOpt = None,
     no_progress: NoProgressOpt = False,
+    eval_last: EvalLastOpt = False,
 ) -> None:
     """Evaluate a stored run on other target domains."""
     from benchmark.runner import eval_run
 
     results, cache = _dirs(results_dir, cache_dir)
-    outcome = eval_run(run_id, list(target), results, cache, device, _reporter(no_progress))
+    outcome = eval_run(run_id, list(target), results, cache, device, _reporter(no_progress),
+                       eval_last=eval_last)
     _print_summary(outcome, f"run {run_id}")
 
 

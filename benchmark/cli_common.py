@@ -66,6 +66,9 @@ CacheOpt = Annotated[Path | None, typer.Option(
     "--cache-dir", help="data cache (default: $CALCBENCH_CACHE or ~/.cache/calcbench)")]
 NoProgressOpt = Annotated[bool, typer.Option(
     "--no-progress", help="plain log lines instead of progress bars")]
+EvalLastOpt = Annotated[bool, typer.Option(
+    "--eval-last", help="also evaluate the last-epoch checkpoint, for `bench leaderboard "
+    "--select last` (opt-in: it doubles evaluation time)")]
 
 
 def _dirs(results_dir: Path | None, cache_dir: Path | None) -> tuple[Path, Path]:

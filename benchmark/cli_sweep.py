@@ -12,6 +12,7 @@ from rich.table import Table
 
 from benchmark.cli_common import (
     CacheOpt,
+    EvalLastOpt,
     NoProgressOpt,
     ResultsOpt,
     _dirs,
@@ -106,6 +107,7 @@ def sweep(
     results_dir: ResultsOpt = None,
     cache_dir: CacheOpt = None,
     no_progress: NoProgressOpt = False,
+    eval_last: EvalLastOpt = False,
 ) -> None:
     """Expand the selection into jobs and run the unfinished ones with LAUNCHER."""
     if ctx.invoked_subcommand is not None:
@@ -133,7 +135,7 @@ def sweep(
     reporter = _reporter(no_progress)
     outcome = run_sweep(spec, chosen, {"results_dir": results, "cache_dir": cache,
                                        "device": device, "checkpoint_every": checkpoint_every,
-                                       "command": tuple(sys.argv)},
+                                       "command": tuple(sys.argv), "eval_last": eval_last},
                         reporter, retry_failed=retry_failed)
     failed, interrupted = outcome.count("failed"), outcome.count("interrupted")
     console.print(f"sweep {outcome.sweep_id}: {outcome.total} jobs; "

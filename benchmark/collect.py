@@ -218,7 +218,12 @@ def _select(cases: pd.DataFrame, selection: str) -> pd.DataFrame:
     if selection == "source-val":
         return cases[cases["checkpoint"] == "best"]
     if selection == "last":
-        return cases[cases["checkpoint"] == "last"]
+        last = cases[cases["checkpoint"] == "last"]
+        if len(cases) and not len(last):
+            raise UserError("--select last: no run was evaluated with its last-epoch checkpoint "
+                            "(opt-in); rerun with `bench run ... --eval-last`, `bench sweep ... "
+                            "--eval-last` or `bench eval --run ID --target ... --eval-last`")
+        return last
     dsc = cases.groupby(["run_id", "target", "checkpoint"])["DSC"].mean().reset_index()
     dsc = dsc.sort_values(["run_id", "target", "DSC", "checkpoint"],
                           ascending=[True, True, False, True])

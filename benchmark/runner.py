@@ -155,6 +155,7 @@ class RunRequest:
     trial: int = 0  # hparam trial: 0 = the profile defaults, n > 0 = the n-th random draw
     checkpoint_every: int | None = None  # also save last.pt every N steps (None: per epoch)
     compile: bool = False  # torch.compile the networks (opt-in; not part of the run id)
+    eval_last: bool = False  # also evaluate last.pt (opt-in: it doubles evaluation time)
     command: list[str] | None = None  # the user's command for run.json (None: this sys.argv)
 
 
@@ -305,7 +306,7 @@ def run(req: RunRequest, reporter: Reporter) -> RunOutcome:
             tdata, tsplit = cache.get(spec, domains[spec])
             evaluated[spec] = (domains[spec], tdata, tsplit)
     _evaluate_checkpoints(store, run_id, method, evaluated, profile, device, reporter,
-                          skip_done=True)
+                          skip_done=True, eval_last=req.eval_last)
     summary = summary_table(store, run_id, [target_key(s, d) for s, (d, _, _) in
                                             evaluated.items()])
     return RunOutcome(run_id, reused, summary, folder)
@@ -459,13 +460,14 @@ def _take_shared_training(store: ResultsStore, plan: RunPlan, req: RunRequest, s
 def _evaluate_checkpoints(store: ResultsStore, run_id: str, method: Any,
                           evaluated: dict[str, tuple[Domain, DomainData, dict[str, np.ndarray]]],
                           profile: Profile, device: torch.device, reporter: Reporter,
-                          skip_done: bool) -> None:
+                          skip_done: bool, eval_last: bool = False) -> None:
     """Evaluate every domain with best.pt (source-val selection; `method` holds it already),
-    then with last.pt when it exists (the 'last' model-selection strategy), best restored."""
+    then, with `eval_last`, with last.pt when it exists (the 'last' model-selection strategy),
+    best restored. `eval_last` is opt-in: it doubles the evaluation time of every run."""
     folder = store.run_dir(run_id) / "checkpoints"
     status = store.read(run_id).status
     same_weights = False  # last.pt holds best.pt's weights: the best epoch was the last one
-    for checkpoint in ("best", "last"):
+    for checkpoint in ("best", "last") if eval_last else ("best",):
         if checkpoint == "last":
             if not (folder / "last.pt").is_file():
                 continue
@@ -483,7 +485,7 @@ def _evaluate_checkpoints(store: ResultsStore, run_id: str, method: Any,
                 continue
             _evaluate_target(store, run_id, method, spec, dom, tdata, tsplit, profile, device,
                              reporter, checkpoint)
-    if (folder / "last.pt").is_file() and not same_weights:
+    if eval_last and (folder / "last.pt").is_file() and not same_weights:
         method.load_state_dict(load_checkpoint(folder / "best.pt")["method"])
 
 
@@ -548,7 +550,7 @@ def summary_table(store: ResultsStore, run_id: str, keys: list[str]) -> pd.DataF
 
 
 def eval_run(run_id: str, targets: list[str], results_dir: Path, cache_dir: Path,
-             device_spec: str, reporter: Reporter) -> RunOutcome:
+             device_spec: str, reporter: Reporter, eval_last: bool = False) -> RunOutcome:
     """`bench eval`: evaluate a stored, trained run on more target domains."""
     store = ResultsStore(results_dir)
     record = store.read(run_id)
@@ -574,6 +576,6 @@ def eval_run(run_id: str, targets: list[str], results_dir: Path, cache_dir: Path
     cache = DataCache(profile, cache_dir, reporter)
     evaluated = {spec: (dom, *cache.get(spec, dom)) for spec, dom in domains.items()}
     _evaluate_checkpoints(store, run_id, method, evaluated, profile, device, reporter,
-                          skip_done=False)
+                          skip_done=False, eval_last=eval_last)
     keys = [target_key(s, d) for s, d in domains.items()]
     return RunOutcome(run_id, True, summary_table(store, run_id, keys), record.path)

@@ -377,6 +377,7 @@ class JobContext:
     device: str = "auto"
     checkpoint_every: int | None = None
     command: tuple[str, ...] = ()  # the `bench sweep` command, recorded in each run.json
+    eval_last: bool = False  # also evaluate last.pt (opt-in, for --select last)
 
 
 @dataclass(frozen=True)
@@ -454,7 +455,7 @@ def run_job(job: Job, ctx: JobContext, wait: bool = False) -> dict[str, Any]:
                          profile=job.profile, seed=job.seed, device=ctx.device, sets=job.sets,
                          results_dir=results, cache_dir=Path(ctx.cache_dir), trial=job.trial,
                          checkpoint_every=ctx.checkpoint_every,
-                         command=list(ctx.command) or None)
+                         command=list(ctx.command) or None, eval_last=ctx.eval_last)
         t0 = time.monotonic()
         try:
             now_id = plan_run(req, NullReporter()).run_id

@@ -82,10 +82,18 @@ def test_last_checkpoint_rows_copied_when_best_is_last(tmp_path: Path) -> None:
     are evaluated."""
     import pandas as pd
 
-    res = bench("run", "--method", "unet", "--source", "ffdm", "--profile", "smoke",
-                "--set", "epochs=1", "--no-progress", results=tmp_path)
+    args = ("run", "--method", "unet", "--source", "ffdm", "--profile", "smoke", "--set",
+            "epochs=1", "--no-progress")
+    res = bench(*args, results=tmp_path)
     assert res.exit_code == 0, res.output
     folder = next((tmp_path / "runs").iterdir())
+    status = json.loads((folder / "status.json").read_text())
+    assert not [k for k in status["targets"] if k.endswith("#last")]  # last.pt is opt-in
+    board = bench("leaderboard", "--select", "last", results=tmp_path)
+    assert board.exit_code == 2 and "--eval-last" in board.output, board.output
+    assert len(board.output.strip().splitlines()) == 1
+    res = bench(*args, "--eval-last", results=tmp_path)  # reuses the training, adds last rows
+    assert res.exit_code == 0 and "reusing the finished training" in res.output, res.output
     status = json.loads((folder / "status.json").read_text())
     last = [v for k, v in status["targets"].items() if k.endswith("#last")]
     assert len(last) == 1 and last[0]["copied_from"] == "best (same weights)"
