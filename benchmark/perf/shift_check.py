@@ -88,11 +88,12 @@ def run_shift_check(method: str, source: str, targets: list[str], seeds: list[in
 def shift_rows(result: ShiftResult) -> list[dict[str, Any]]:
     """One row per seed: in-domain DSC, each target's DSC and drop."""
     rows = []
+    names = {spec: _name(spec) for spec in [result.source, *result.targets]}  # resolve once
     for seed, by_domain in sorted(result.dsc.items()):
-        src = by_domain.get(_name(result.source), math.nan)
+        src = by_domain.get(names[result.source], math.nan)
         row: dict[str, Any] = {"seed": seed, "in-domain": src}
         for tgt in result.targets:
-            row[tgt] = by_domain.get(_name(tgt), math.nan)
+            row[tgt] = by_domain.get(names[tgt], math.nan)
             row[f"drop {tgt}"] = src - row[tgt]
         rows.append(row)
     return rows
