@@ -17,6 +17,12 @@ hyper-parameter trial with the best source-validation DSC stands for the seed (b
 under `source-val`, the last epoch's under `last`; under `oracle`, per target, the trial with
 the best target-test DSC); a re-run of the same trial replaces the older one.
 
+Test-set versions: a run re-evaluated after a stand-in or binding changed keeps the rows of
+both versions of that test set (one `target@fingerprint` key each). Only the version evaluated
+last counts, per run (status.json's `finished`), and per cell only the newest version among its
+runs; a run whose rows are of an older version is listed in `stale` instead of being mixed in,
+because image ids repeat across versions and averaging them would blend two test sets.
+
 "Not learned": a run whose source-validation DSC never beat the all-background score (the DSC
 of an all-empty prediction on the validation split, both-empty images counting 1) is flagged.
 Runs trained before that score was recorded use the source's own test split instead: the
@@ -72,6 +78,7 @@ class Collected:
     run_methods: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     choices: dict[str, RunChoice] = field(default_factory=dict)  # run_id -> selection record
+    stale: list[str] = field(default_factory=list)  # evaluations left out: older test version
 
     def not_learned(self, run_id: str) -> bool:
         """True when the run is known not to have beaten the all-background score."""
@@ -162,6 +169,11 @@ def collect(store: ResultsStore, selection: str = "source-val") -> Collected:
             cases["target_spec"] = cases["target"]
             cases["target"] = [target_label(str(t), n) for t, n in
                                zip(cases["target"], names, strict=True)]
+            cases = newest_evaluations(cases, rec.status, "target")
+            if "target_key" in cases:
+                done = rec.status.get("targets", {})
+                cases["evaluated"] = _evaluated_keys(cases).map(
+                    lambda k, done=done: str(done.get(k, {}).get("finished", "")))
             cases["source"] = source
             out.choices[rec.run_id] = _choice(info, display, config, cases, selection)
             frames.append(cases.assign(created=info.get("created", ""), data_kind=kind,
@@ -177,6 +189,7 @@ def collect(store: ResultsStore, selection: str = "source-val") -> Collected:
     if len(cases):
         cases = _select(cases, selection)
         cases = _select_runs(cases, out.choices, selection)
+        cases = _one_test_version(cases, out.stale)
     if len(cands) and len(cases):
         if "checkpoint" not in cands:
             cands["checkpoint"] = "best"
@@ -184,6 +197,56 @@ def collect(store: ResultsStore, selection: str = "source-val") -> Collected:
         cands = cands.merge(kept, on=["run_id", "target", "checkpoint"])
     out.cases, out.candidates = cases, cands
     return out
+
+
+def _evaluated_keys(cases: pd.DataFrame) -> pd.Series:
+    """status.json's key of each row's evaluation: `target@fingerprint`, `#last` for last.pt."""
+    suffix = cases["checkpoint"].map(lambda c: "#last" if c == "last" else "")
+    return cases["target_key"].astype(str) + suffix
+
+
+def newest_evaluations(cases: pd.DataFrame, status: dict[str, Any], by: str) -> pd.DataFrame:
+    """One run's rows, keeping per (`by` label, checkpoint) only the test-set version it was
+    evaluated on last (status.json's `finished`; ties: the rows written last)."""
+    if "target_key" not in cases or not len(cases):
+        return cases
+    if "checkpoint" not in cases:
+        cases = cases.assign(checkpoint="best")
+    keys = _evaluated_keys(cases)
+    if keys.nunique() == cases[[by, "checkpoint"]].drop_duplicates().shape[0]:
+        return cases  # one version per target and checkpoint: the common case
+    targets = status.get("targets", {})
+    order = {k: i for i, k in enumerate(dict.fromkeys(keys))}  # newer rows are appended
+    rank = pd.DataFrame({"label": cases[by].astype(str), "ckpt": cases["checkpoint"],
+                         "key": keys,
+                         "finished": keys.map(lambda k: str(targets.get(k, {}).get(
+                             "finished", ""))),
+                         "order": keys.map(order)}).drop_duplicates("key")
+    newest = rank.sort_values(["finished", "order"]).drop_duplicates(["label", "ckpt"],
+                                                                      keep="last")
+    return cases[keys.isin(set(newest["key"]))]
+
+
+def _one_test_version(cases: pd.DataFrame, stale: list[str]) -> pd.DataFrame:
+    """Per cell, keep the runs evaluated on the test-set version evaluated last; name the
+    others in `stale` (with the command that re-evaluates them)."""
+    if "target_key" not in cases or not len(cases):
+        return cases
+    version = (cases["target_fingerprint"] if "target_fingerprint" in cases
+               else cases["target_key"]).astype(str)
+    cell = ["data_kind", "method_display", "source", "profile", "target"]
+    keep = pd.Series(True, index=cases.index)
+    for _key, idx in cases.groupby(cell).groups.items():
+        if version.loc[idx].nunique() < 2:
+            continue
+        latest = cases.loc[idx, "evaluated"].groupby(version.loc[idx]).max()
+        old = idx[version.loc[idx] != latest.sort_values(kind="stable").index[-1]]
+        keep.loc[old] = False
+        for rid, spec in cases.loc[old, ["run_id", "target_spec"]].drop_duplicates().values:
+            stale.append(f"{rid}: evaluated on an older version of '{spec}' than its cell's "
+                         f"other runs, so left out; `bench eval --run {rid} --target {spec}` "
+                         "re-evaluates it")
+    return cases[keep]
 
 
 def _choice(info: dict[str, Any], label: str, config: str, cases: pd.DataFrame,

@@ -91,6 +91,7 @@ class Table:
     cells: dict[tuple[str, str, str], Cell] = field(default_factory=dict)  # (display, src, tgt)
     paper: dict[tuple[str, str, str], dict[str, float]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)  # runs left out: an older test-set version
     layout: str = "1"
     metrics: tuple[str, ...] = METRICS
     aggregate: str = "image"
@@ -200,7 +201,8 @@ def build_tables(store: ResultsStore, registered: dict[str, tuple[str, str]] | N
         groups = _groups(sub, got, kind, profile, registered, paper, layout, with_paper)
         rows = sorted(((g, d) for d, g in groups.items()),
                       key=lambda r: _order_key(*r, layout=layout))
-        table = Table(kind, profile, pairings, rows, problems=list(got.problems), layout=layout,
+        table = Table(kind, profile, pairings, rows, problems=list(got.problems),
+                      stale=list(got.stale), layout=layout,
                       metrics=metrics, aggregate=aggregate, selection=selection)
         by_cell = {k: g for k, g in sub.groupby(["method_display", "source", "target"])}
         for _group, display in rows:
@@ -402,6 +404,9 @@ def render_markdown(table: Table) -> str:
                 _paper_cells(table, display, "*{:.2f}*")) + " |  |")
     if table.problems:
         lines += ["", "Unreadable run folders (skipped):"] + [f"- {p}" for p in table.problems]
+    if table.stale:
+        lines += ["", "Left out (an older version of the test set):"] + [
+            f"- {s}" for s in table.stale]
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.collect import collect, provenance
-from benchmark.leaderboard import build_tables, render_csv
+from benchmark.leaderboard import build_tables, render_csv, render_markdown
 from benchmark.sections import cost_table
 from benchmark.store import ResultsStore
 
@@ -92,6 +92,51 @@ def test_code_versions_never_mix_in_a_cell(tmp_path: Path) -> None:
     got = collect(store)
     assert set(got.cases["run_id"]) == {"new-s1"}
     assert got.choices["old-s0"].shown.startswith("no: an older code")
+
+
+def _reevaluate(store: ResultsStore, run_id: str, key: str, dsc: float, finished: str) -> None:
+    """The run's dbt rows again, for another version of the dbt test set (same image ids)."""
+    rows = store.cases(run_id)
+    rows = rows[rows["target"] == "dbt"].drop(columns="target_key").assign(DSC=dsc)
+    store.add_cases(run_id, key, rows)
+    store.update_status(run_id, targets={key: {"state": "done", "finished": finished}})
+
+
+def test_a_run_reevaluated_on_a_newer_test_set_counts_once(tmp_path: Path) -> None:
+    """Rows of an older version of a test set never blend with the newer one's: the same
+    image ids would otherwise be averaged across two different test sets."""
+    store = ResultsStore(tmp_path / "results")
+    _write(store, "r", dsc=0.2)
+    store.update_status("r", targets={"dbt@x": {"state": "done", "finished": "2026-01-01"}})
+    _reevaluate(store, "r", "dbt@y", 0.8, "2026-01-02")
+    got = collect(store)
+    dbt = got.cases[got.cases["target"] == "dbt"]
+    assert set(dbt["target_key"]) == {"dbt@y"} and (dbt["DSC"] == 0.8).all()
+    table = build_tables(store)[0]
+    assert table.cells[("Unet", "ffdm", "dbt")].summary["DSC_mean"] == 80.0
+
+
+def test_runs_of_one_cell_on_two_test_versions_are_not_mixed(tmp_path: Path) -> None:
+    """Seed 0 evaluated before the stand-in changed, seed 1 after: the cell shows seed 1 and
+    names seed 0's run with the command that re-evaluates it."""
+    store = ResultsStore(tmp_path / "results")
+    _write(store, "s0", seed=0, dsc=0.2)
+    store.update_status("s0", targets={"dbt@x": {"state": "done", "finished": "2026-01-01"}})
+    _write(store, "s1", seed=1, dsc=0.2)
+    store.update_status("s1", targets={"dbt@x": {"state": "done", "finished": "2026-01-01"}})
+    rows = store.cases("s1")
+    store.add_cases("s1", "dbt@y", rows[rows["target"] == "dbt"].drop(
+        columns="target_key").assign(DSC=0.6))
+    store.update_status("s1", targets={"dbt@y": {"state": "done", "finished": "2026-01-03"}})
+    store.add_cases("s1", "dbt@x", rows.iloc[:0].drop(columns="target_key"))  # only y left
+    got = collect(store)
+    dbt = got.cases[got.cases["target"] == "dbt"]
+    assert set(dbt["run_id"]) == {"s1"} and set(dbt["target_key"]) == {"dbt@y"}
+    assert set(got.cases.loc[got.cases["target"] == "ffdm", "run_id"]) == {"s0", "s1"}
+    assert len(got.stale) == 1 and got.stale[0].startswith("s0: ")
+    assert "bench eval --run s0 --target dbt" in got.stale[0]
+    text = render_markdown(build_tables(store)[0])
+    assert "Left out (an older version of the test set):" in text and "- s0: " in text
 
 
 def test_not_learned_from_the_recorded_background_score(tmp_path: Path) -> None:
