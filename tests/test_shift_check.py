@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from benchmark.perf.shift_check import ShiftResult, shift_rows, shift_targets
+from benchmark.perf.shift_check import ShiftResult, _errs, error_rows, shift_rows, shift_targets
 from benchmark.stats import bootstrap_ci, per_image
 from benchmark.store import ResultsStore
 
@@ -31,6 +32,22 @@ def test_rows_and_target_lines() -> None:
     assert lines[4].startswith("PASS: 95 % CI half-width on ffdm")
 
 
+def test_error_rows_say_how_a_seed_errs() -> None:
+    """TPR and precision are per-image means (precision undefined on an empty prediction);
+    the area is predicted over true foreground pixels, pooled over the images."""
+    cases = pd.DataFrame({
+        "image_id": ["a", "b", "c"], "patient_id": ["p", "p", "q"],
+        "TP": [10, 0, 30], "FP": [30, 0, 90], "FN": [10, 20, 0],
+        "TPR": [0.5, 0.0, 1.0], "Pr": [0.25, float("nan"), 0.25]})
+    tpr, pr, area = _errs(cases)
+    assert np.isclose(tpr, 50.0) and np.isclose(pr, 25.0)
+    assert np.isclose(area, (40 + 0 + 120) / (20 + 20 + 30))
+    res = ShiftResult("unet", "ffdm", ["dbt"], "quick",
+                      errs={1: {"ffdm": (60.0, 70.0, 0.9), "dbt": (90.0, 10.0, 8.0)}})
+    assert error_rows(res) == [{"seed": 1, "ffdm TPR": 60.0, "ffdm Pr": 70.0, "ffdm area": 0.9,
+                                "dbt TPR": 90.0, "dbt Pr": 10.0, "dbt area": 8.0}]
+
+
 def test_cli_end_to_end_on_the_smoke_profile(tmp_path: Path) -> None:
     """Two seeds on tiny stand-ins: the table's numbers are the stored runs' mean DSC, the CI
     half-width is the stored rows' patient bootstrap, and a rerun reuses every run."""
@@ -43,6 +60,7 @@ def test_cli_end_to_end_on_the_smoke_profile(tmp_path: Path) -> None:
     assert "Traceback" not in first.stderr
     out = first.stdout
     assert "drop" in out and "CI half-width" in out and "in-domain DSC >= 50" in out
+    assert "How each seed errs" in out
     store = ResultsStore(res)
     runs = sorted(p for p in store.runs_dir.iterdir() if p.is_dir())
     assert len(runs) == 2
@@ -55,6 +73,9 @@ def test_cli_end_to_end_on_the_smoke_profile(tmp_path: Path) -> None:
             lo, hi = bootstrap_ci(images, "DSC", "image", n_boot=2000, seed=0)
             assert np.isfinite(mean) and f"{mean:.1f}" in out
             assert name in out and hi >= lo
+            truth = float((sub["TP"] + sub["FN"]).sum())
+            if truth:
+                assert f"{float((sub['TP'] + sub['FP']).sum()) / truth:.2f}" in out
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == first.returncode
     assert "reusing the finished training" in again.stdout + again.stderr

@@ -6,6 +6,9 @@ in-domain DSC, each cross-domain DSC and the drop, then the targets the issue tr
 (in-domain >= 50 %, drop >= 10 points at every seed, mean drop >= 15). With `--in-domain`,
 it also trains on each named stand-in at the first seed, so every stand-in's test split gets
 the 95 % bootstrap CI half-width (patients resampled) of a model trained on that stand-in.
+A second table shows how each seed errs on each domain: mean TPR, mean precision and the
+predicted foreground area over the true one (pooled over images), because a cross-domain score
+that moves with the seed usually moves with the model's operating point, not with its skill.
 Runs go to an ordinary results folder, so a rerun reuses every finished run.
 """
 
@@ -18,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.collect import newest_evaluations
 from benchmark.progress import Reporter
 from benchmark.runner import RunRequest, run
 from benchmark.stats import bootstrap_ci, per_image, point_estimate
@@ -37,6 +41,8 @@ class ShiftResult:
     dsc: dict[int, dict[str, float]] = field(default_factory=dict)  # seed -> domain -> DSC %
     ci_half: dict[str, tuple[float, int, int, str]] = field(default_factory=dict)
     # domain -> (largest half-width, images, patients, which run it came from)
+    errs: dict[int, dict[str, tuple[float, float, float]]] = field(default_factory=dict)
+    # seed -> domain -> (mean TPR %, mean precision %, predicted / true foreground area)
 
 
 def _dsc_and_ci(cases: pd.DataFrame) -> tuple[float, float, int, int]:
@@ -47,12 +53,28 @@ def _dsc_and_ci(cases: pd.DataFrame) -> tuple[float, float, int, int]:
     return mean, (hi - lo) / 2.0, n, int(images["patient_id"].nunique())
 
 
-def _evaluate(store: ResultsStore, run_id: str) -> dict[str, tuple[float, float, int, int]]:
-    """Best-checkpoint test rows of a run, per evaluated domain name."""
+def _errs(cases: pd.DataFrame) -> tuple[float, float, float]:
+    """Mean per-image TPR and precision (%), and predicted over true foreground pixels."""
+    tpr = point_estimate(per_image(cases, "TPR"), "TPR", "image")[0]
+    pr = point_estimate(per_image(cases, "Pr"), "Pr", "image")[0]
+    truth = float((cases["TP"] + cases["FN"]).sum())
+    area = float((cases["TP"] + cases["FP"]).sum()) / truth if truth else math.nan
+    return tpr, pr, area
+
+
+def _test_rows(store: ResultsStore, run_id: str) -> dict[str, pd.DataFrame]:
+    """Best-checkpoint test rows of a run, per evaluated domain name, of the test-set version
+    it was evaluated on last (a stand-in that changed leaves the older version's rows)."""
     cases = store.cases(run_id)
     cases = cases[(cases["checkpoint"] == "best") & (cases["split"] == "test")]
     name = "target_name" if "target_name" in cases else "target"
-    return {str(dom): _dsc_and_ci(sub) for dom, sub in cases.groupby(name)}
+    cases = newest_evaluations(cases, store.read(run_id).status, name)
+    return {str(dom): sub for dom, sub in cases.groupby(name)}
+
+
+def _evaluate(store: ResultsStore, run_id: str) -> dict[str, tuple[float, float, int, int]]:
+    """Mean DSC, CI half-width, images and patients of a run, per evaluated domain name."""
+    return {dom: _dsc_and_ci(sub) for dom, sub in _test_rows(store, run_id).items()}
 
 
 def run_shift_check(method: str, source: str, targets: list[str], seeds: list[int],
@@ -72,8 +94,10 @@ def run_shift_check(method: str, source: str, targets: list[str], seeds: list[in
         outcome = run(RunRequest(method=method, source=source, targets=list(targets),
                                  profile=profile, seed=seed, sets=list(sets or []),
                                  results_dir=results_dir, cache_dir=cache_dir), reporter)
-        found = _evaluate(store, outcome.run_id)
+        rows = _test_rows(store, outcome.run_id)
+        found = {dom: _dsc_and_ci(sub) for dom, sub in rows.items()}
         out.dsc[seed] = {dom: v[0] for dom, v in found.items()}
+        out.errs[seed] = {dom: _errs(sub) for dom, sub in rows.items()}
         for dom, v in found.items():
             note_ci(dom, v, f"{source} -> {dom}, seed {seed}")
     for dom in in_domain:
@@ -95,6 +119,19 @@ def shift_rows(result: ShiftResult) -> list[dict[str, Any]]:
         for tgt in result.targets:
             row[tgt] = by_domain.get(names[tgt], math.nan)
             row[f"drop {tgt}"] = src - row[tgt]
+        rows.append(row)
+    return rows
+
+
+def error_rows(result: ShiftResult) -> list[dict[str, Any]]:
+    """One row per seed: TPR, precision and predicted / true area on the source and targets."""
+    rows = []
+    names = {spec: _name(spec) for spec in [result.source, *result.targets]}
+    for seed, by_domain in sorted(result.errs.items()):
+        row: dict[str, Any] = {"seed": seed}
+        for name in names.values():  # columns by domain name, not by path
+            tpr, pr, area = by_domain.get(name, (math.nan, math.nan, math.nan))
+            row.update({f"{name} TPR": tpr, f"{name} Pr": pr, f"{name} area": area})
         rows.append(row)
     return rows
 
@@ -144,6 +181,16 @@ def print_shift_check(result: ShiftResult, console: Any) -> None:
         keys = [k for k in rows[0] if k != "seed"]
         table.add_row("mean", *(f"{sum(r[k] for r in rows) / len(rows):.1f}" for k in keys))
     console.print(table)
+    errs = error_rows(result)
+    if errs:
+        how = Table(title="How each seed errs: mean TPR %, mean precision %, predicted / true "
+                          "foreground area")
+        for col in errs[0]:
+            how.add_column(str(col), justify="right")
+        for row in errs:
+            how.add_row(*(str(v) if k == "seed" else f"{v:.2f}" if k.endswith("area")
+                          else f"{v:.1f}" for k, v in row.items()))
+        console.print(how)
     ci = Table(title="95 % bootstrap CI half-width of the mean DSC (patients resampled)")
     for col in ("test split", "half-width", "images", "patients", "largest in run"):
         ci.add_column(col)
