@@ -78,7 +78,8 @@ class Collected:
     run_methods: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     choices: dict[str, RunChoice] = field(default_factory=dict)  # run_id -> selection record
-    stale: list[str] = field(default_factory=list)  # evaluations left out: older test version
+    stale: list[tuple[str, str, str]] = field(default_factory=list)
+    # (data kind, profile, why): evaluations left out for an older test-set version
 
     def not_learned(self, run_id: str) -> bool:
         """True when the run is known not to have beaten the all-background score."""
@@ -227,7 +228,8 @@ def newest_evaluations(cases: pd.DataFrame, status: dict[str, Any], by: str) -> 
     return cases[keys.isin(set(newest["key"]))]
 
 
-def _one_test_version(cases: pd.DataFrame, stale: list[str]) -> pd.DataFrame:
+def _one_test_version(cases: pd.DataFrame, stale: list[tuple[str, str, str]]
+                      ) -> pd.DataFrame:
     """Per cell, keep the runs evaluated on the test-set version evaluated last; name the
     others in `stale` (with the command that re-evaluates them)."""
     if "target_key" not in cases or not len(cases):
@@ -236,16 +238,17 @@ def _one_test_version(cases: pd.DataFrame, stale: list[str]) -> pd.DataFrame:
                else cases["target_key"]).astype(str)
     cell = ["data_kind", "method_display", "source", "profile", "target"]
     keep = pd.Series(True, index=cases.index)
-    for _key, idx in cases.groupby(cell).groups.items():
+    for key, idx in cases.groupby(cell).groups.items():
         if version.loc[idx].nunique() < 2:
             continue
         latest = cases.loc[idx, "evaluated"].groupby(version.loc[idx]).max()
         old = idx[version.loc[idx] != latest.sort_values(kind="stable").index[-1]]
         keep.loc[old] = False
         for rid, spec in cases.loc[old, ["run_id", "target_spec"]].drop_duplicates().values:
-            stale.append(f"{rid}: evaluated on an older version of '{spec}' than its cell's "
-                         f"other runs, so left out; `bench eval --run {rid} --target {spec}` "
-                         "re-evaluates it")
+            stale.append((str(key[0]), str(key[3]),
+                          f"{rid}: evaluated on an older version of '{spec}' than its cell's "
+                          f"other runs, so left out; `bench eval --run {rid} --target {spec}` "
+                          "re-evaluates it"))
     return cases[keep]
 
 

@@ -202,7 +202,8 @@ def build_tables(store: ResultsStore, registered: dict[str, tuple[str, str]] | N
         rows = sorted(((g, d) for d, g in groups.items()),
                       key=lambda r: _order_key(*r, layout=layout))
         table = Table(kind, profile, pairings, rows, problems=list(got.problems),
-                      stale=list(got.stale), layout=layout,
+                      stale=[why for k, p, why in got.stale if (k, p) == (kind, profile)],
+                      layout=layout,
                       metrics=metrics, aggregate=aggregate, selection=selection)
         by_cell = {k: g for k, g in sub.groupby(["method_display", "source", "target"])}
         for _group, display in rows:

@@ -35,7 +35,7 @@ def _write(store: ResultsStore, run_id: str, *, seed: int = 0, trial: int = 0,
             "DSC": values, "TPR": values, "Pr": values, "HD": [1.0, 2.0], "ASSD": [1.0, 1.0],
             "TP": [5, 5], "FP": [1, 1], "FN": [1, 1], "method_display": display,
             "group": "P1", "source": "ffdm", "target": target, "target_kind": "synthetic",
-            "profile": "quick", "seed": seed, "checkpoint": "best"}))
+            "profile": info.get("profile", "quick"), "seed": seed, "checkpoint": "best"}))
 
 
 def _sweep(store: ResultsStore) -> None:
@@ -133,10 +133,14 @@ def test_runs_of_one_cell_on_two_test_versions_are_not_mixed(tmp_path: Path) -> 
     dbt = got.cases[got.cases["target"] == "dbt"]
     assert set(dbt["run_id"]) == {"s1"} and set(dbt["target_key"]) == {"dbt@y"}
     assert set(got.cases.loc[got.cases["target"] == "ffdm", "run_id"]) == {"s0", "s1"}
-    assert len(got.stale) == 1 and got.stale[0].startswith("s0: ")
-    assert "bench eval --run s0 --target dbt" in got.stale[0]
+    assert len(got.stale) == 1 and got.stale[0][:2] == ("synthetic", "quick")
+    assert got.stale[0][2].startswith("s0: ")
+    assert "bench eval --run s0 --target dbt" in got.stale[0][2]
     text = render_markdown(build_tables(store)[0])
     assert "Left out (an older version of the test set):" in text and "- s0: " in text
+    _write(store, "paper-run", profile="paper")  # another table: the line is not repeated there
+    paper = next(t for t in build_tables(store) if t.profile == "paper")
+    assert paper.stale == [] and "Left out" not in render_markdown(paper)
 
 
 def test_not_learned_from_the_recorded_background_score(tmp_path: Path) -> None:
