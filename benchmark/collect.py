@@ -172,9 +172,7 @@ def collect(store: ResultsStore, selection: str = "source-val") -> Collected:
                                zip(cases["target"], names, strict=True)]
             cases = newest_evaluations(cases, rec.status, "target")
             if "target_key" in cases:
-                done = rec.status.get("targets", {})
-                cases["evaluated"] = _evaluated_keys(cases).map(
-                    lambda k, done=done: str(done.get(k, {}).get("finished", "")))
+                cases["evaluated"] = _finished(_evaluated_keys(cases), rec.status)
             cases["source"] = source
             out.choices[rec.run_id] = _choice(info, display, config, cases, selection)
             frames.append(cases.assign(created=info.get("created", ""), data_kind=kind,
@@ -206,6 +204,12 @@ def _evaluated_keys(cases: pd.DataFrame) -> pd.Series:
     return cases["target_key"].astype(str) + suffix
 
 
+def _finished(keys: pd.Series, status: dict[str, Any]) -> pd.Series:
+    """When each evaluation key finished (status.json; '' when not recorded)."""
+    done = status.get("targets", {})
+    return keys.map(lambda k: str(done.get(k, {}).get("finished", "")))
+
+
 def newest_evaluations(cases: pd.DataFrame, status: dict[str, Any], by: str) -> pd.DataFrame:
     """One run's rows, keeping per (`by` label, checkpoint) only the test-set version it was
     evaluated on last (status.json's `finished`; ties: the rows written last)."""
@@ -216,12 +220,9 @@ def newest_evaluations(cases: pd.DataFrame, status: dict[str, Any], by: str) -> 
     keys = _evaluated_keys(cases)
     if keys.nunique() == cases[[by, "checkpoint"]].drop_duplicates().shape[0]:
         return cases  # one version per target and checkpoint: the common case
-    targets = status.get("targets", {})
     order = {k: i for i, k in enumerate(dict.fromkeys(keys))}  # newer rows are appended
     rank = pd.DataFrame({"label": cases[by].astype(str), "ckpt": cases["checkpoint"],
-                         "key": keys,
-                         "finished": keys.map(lambda k: str(targets.get(k, {}).get(
-                             "finished", ""))),
+                         "key": keys, "finished": _finished(keys, status),
                          "order": keys.map(order)}).drop_duplicates("key")
     newest = rank.sort_values(["finished", "order"]).drop_duplicates(["label", "ckpt"],
                                                                       keep="last")
@@ -238,14 +239,15 @@ def _one_test_version(cases: pd.DataFrame, stale: list[tuple[str, str, str]]
                else cases["target_key"]).astype(str)
     cell = ["data_kind", "method_display", "source", "profile", "target"]
     keep = pd.Series(True, index=cases.index)
-    for key, idx in cases.groupby(cell).groups.items():
-        if version.loc[idx].nunique() < 2:
-            continue
+    mixed = version.groupby([cases[c] for c in cell]).transform("nunique") > 1
+    if not mixed.any():
+        return cases  # every cell on one version: the common case, no per-cell loop
+    for (kind, _m, _s, profile, _t), idx in cases[mixed].groupby(cell).groups.items():
         latest = cases.loc[idx, "evaluated"].groupby(version.loc[idx]).max()
         old = idx[version.loc[idx] != latest.sort_values(kind="stable").index[-1]]
         keep.loc[old] = False
         for rid, spec in cases.loc[old, ["run_id", "target_spec"]].drop_duplicates().values:
-            stale.append((str(key[0]), str(key[3]),
+            stale.append((str(kind), str(profile),
                           f"{rid}: evaluated on an older version of '{spec}' than its cell's "
                           f"other runs, so left out; `bench eval --run {rid} --target {spec}` "
                           "re-evaluates it"))
