@@ -188,7 +188,7 @@ def collect(store: ResultsStore, selection: str = "source-val") -> Collected:
     if len(cases):
         cases = _select(cases, selection)
         cases = _select_runs(cases, out.choices, selection)
-        cases = _one_test_version(cases, out.stale)
+        cases = _one_test_version(cases, out.stale, out.choices)
     if len(cands) and len(cases):
         if "checkpoint" not in cands:
             cands["checkpoint"] = "best"
@@ -229,10 +229,10 @@ def newest_evaluations(cases: pd.DataFrame, status: dict[str, Any], by: str) -> 
     return cases[keys.isin(set(newest["key"]))]
 
 
-def _one_test_version(cases: pd.DataFrame, stale: list[tuple[str, str, str]]
-                      ) -> pd.DataFrame:
+def _one_test_version(cases: pd.DataFrame, stale: list[tuple[str, str, str]],
+                      choices: dict[str, RunChoice]) -> pd.DataFrame:
     """Per cell, keep the runs evaluated on the test-set version evaluated last; name the
-    others in `stale` (with the command that re-evaluates them)."""
+    others in `stale` (with the command that re-evaluates them) and in their `shown`."""
     if "target_key" not in cases or not len(cases):
         return cases
     version = (cases["target_fingerprint"] if "target_fingerprint" in cases
@@ -251,6 +251,9 @@ def _one_test_version(cases: pd.DataFrame, stale: list[tuple[str, str, str]]
                           f"{rid}: evaluated on an older version of '{spec}' than its cell's "
                           f"other runs, so left out; `bench eval --run {rid} --target {spec}` "
                           "re-evaluates it"))
+            if rid in choices:  # the provenance table says it too, per left-out target
+                choices[rid].shown = (choices[rid].shown or "yes") + (
+                    f"; not for '{spec}' (an older version of its test set)")
     return cases[keep]
 
 

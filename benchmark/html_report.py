@@ -128,7 +128,16 @@ def render_table(table: Table) -> str:
             out.append(f"<tr class='paper'><td class='l'>{E(group)}</td><td class='l'>"
                        f"{E(display)} (paper)</td>" + "".join(pcells) + "<td></td></tr>")
     out.append("</tbody></table>")
+    out += [_note_list(title, items) for title, items in (
+        ("Unreadable run folders (skipped):", table.problems),
+        ("Left out (an older version of the test set):", table.stale)) if items]
     return "\n".join(out)
+
+
+def _note_list(title: str, items: list[str]) -> str:
+    """A leaderboard's footnote list (as the markdown table has it), escaped."""
+    return (f"<p class='note'>{E(title)}</p><ul class='note'>"
+            + "".join(f"<li>{E(i)}</li>" for i in items) + "</ul>")
 
 
 def render_frame(frame: pd.DataFrame, title: str, note: str = "") -> str:

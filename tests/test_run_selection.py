@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.collect import collect, provenance
+from benchmark.html_report import render_table
 from benchmark.leaderboard import build_tables, render_csv, render_markdown
 from benchmark.sections import cost_table
 from benchmark.store import ResultsStore
@@ -138,6 +139,11 @@ def test_runs_of_one_cell_on_two_test_versions_are_not_mixed(tmp_path: Path) -> 
     assert "bench eval --run s0 --target dbt" in got.stale[0][2]
     text = render_markdown(build_tables(store)[0])
     assert "Left out (an older version of the test set):" in text and "- s0: " in text
+    page = render_table(build_tables(store)[0])  # the HTML table lists it as well
+    assert "Left out (an older version of the test set):" in page and "<li>s0: " in page
+    recs = {r["run_id"]: r for r in provenance(got.runs, ["s0", "s1"], got.choices)}
+    assert recs["s0"]["shown"] == "yes; not for 'dbt' (an older version of its test set)"
+    assert recs["s1"]["shown"] == "yes"
     _write(store, "paper-run", profile="paper")  # another table: the line is not repeated there
     paper = next(t for t in build_tables(store) if t.profile == "paper")
     assert paper.stale == [] and "Left out" not in render_markdown(paper)
@@ -198,3 +204,18 @@ def test_training_records_the_all_background_score(toy_domains: dict[str, object
     expected = float(np.mean([not data.masks[i].any() for i in split["val"]]))
     assert info["training"]["all_background_val_dsc"] == expected
     assert info["overrides"] == ["epochs=1"] and info["source_name"] == "toy"
+
+
+def test_unreadable_run_folders_are_listed_in_markdown_and_html(tmp_path: Path) -> None:
+    """A broken run.json is skipped, not fatal, and both table formats say which folder."""
+    store = ResultsStore(tmp_path / "results")
+    _write(store, "ok")
+    broken = store.run_dir("broken")
+    broken.mkdir(parents=True)
+    (broken / "run.json").write_text("{not json")
+    table = build_tables(store)[0]
+    assert any("broken" in p for p in table.problems)
+    assert "Unreadable run folders (skipped):" in render_markdown(table)
+    page = render_table(table)
+    assert "Unreadable run folders (skipped):" in page and "broken" in page
+    assert "{not json" not in page
