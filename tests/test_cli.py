@@ -62,6 +62,31 @@ def test_rerun_reuses_training_and_is_deterministic(smoke_run: dict) -> None:
     assert len(list((smoke_run["results"] / "runs").iterdir())) == 1
 
 
+def test_reusing_a_run_trained_with_other_threads_says_so(smoke_run: dict,
+                                                          tmp_path: Path) -> None:
+    """Reuse keeps the stored numbers, and says that a fresh training with this process's
+    thread count would not reproduce them; with the same count there is no note."""
+    import shutil
+
+    import torch
+
+    results = tmp_path / "results"
+    shutil.copytree(smoke_run["results"], results)
+    args = ("run", "--method", "unet", "--source", "ffdm", "--target", "dbt", "--profile",
+            "smoke", "--no-progress")
+    same = bench(*args, results=results)
+    assert same.exit_code == 0 and "thread(s)" not in same.output, same.output
+    path = results / "runs" / smoke_run["run_id"] / "run.json"
+    info = json.loads(path.read_text())
+    info["torch_threads"] = torch.get_num_threads() + 3
+    path.write_text(json.dumps(info))
+    res = bench(*args, results=results)
+    assert res.exit_code == 0 and "reusing the finished training" in res.output, res.output
+    flat = " ".join(res.output.split())
+    assert f"trained with {torch.get_num_threads() + 3} CPU thread(s)" in flat
+    assert "would give different ones" in flat
+
+
 def test_same_seed_same_metrics(smoke_run: dict, tmp_path: Path) -> None:
     import pandas as pd
 
