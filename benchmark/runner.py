@@ -292,9 +292,6 @@ def run(req: RunRequest, reporter: Reporter) -> RunOutcome:
                                                             "best.pt").is_file()
     if reused:
         reporter.log(f"reusing the finished training of run {run_id}")
-        note = _thread_note(existing.info, device) if existing is not None else None
-        if note:
-            reporter.log(note)
     elif shared_training_request(req) is not None:
         _take_shared_training(store, plan, req, source, split, method, reporter)
     else:
@@ -313,20 +310,6 @@ def run(req: RunRequest, reporter: Reporter) -> RunOutcome:
     summary = summary_table(store, run_id, [target_key(s, d) for s, (d, _, _) in
                                             evaluated.items()])
     return RunOutcome(run_id, reused, summary, folder)
-
-
-def _thread_note(info: dict[str, Any], device: torch.device) -> str | None:
-    """A note when a reused CPU training ran with another torch thread count than this
-    process: its numbers are valid, but a fresh training here would not reproduce them."""
-    then = info.get("torch_threads")
-    now = torch.get_num_threads()
-    if device.type != "cpu" or not str(info.get("device", "cpu")).startswith("cpu") or \
-            then in (None, now):
-        return None
-    return (f"[yellow]note: run {info.get('run_id', '?')} was trained with {then} CPU "
-            f"thread(s), this process has {now}; its numbers stand, but training it again "
-            "here would give different ones (floating-point summation order, see "
-            "docs/guide/cli.md#reproducibility)[/yellow]")
 
 
 def _existing(store: ResultsStore, run_id: str) -> RunRecord | None:
