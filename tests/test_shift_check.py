@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -36,16 +37,23 @@ def test_error_rows_say_how_a_seed_errs() -> None:
     """TPR and precision are per-image means (precision undefined on an empty prediction);
     the area is predicted over true foreground pixels, pooled over the images."""
     cases = pd.DataFrame({
-        "image_id": ["a", "b", "c"], "patient_id": ["p", "p", "q"],
-        "TP": [10, 0, 30], "FP": [30, 0, 90], "FN": [10, 20, 0],
-        "TPR": [0.5, 0.0, 1.0], "Pr": [0.25, float("nan"), 0.25]})
-    tpr, pr, area = _errs(cases)
-    assert np.isclose(tpr, 50.0) and np.isclose(pr, 25.0)
-    assert np.isclose(area, (40 + 0 + 120) / (20 + 20 + 30))
+        "image_id": ["a", "b", "c", "d", "e"], "patient_id": ["p", "p", "q", "q", "r"],
+        "TP": [10, 0, 30, 0, 0], "FP": [30, 0, 90, 5, 0], "FN": [10, 20, 0, 0, 0],
+        "TPR": [0.5, 0.0, 1.0, float("nan"), float("nan")],
+        "Pr": [0.25, float("nan"), 0.25, 0.0, float("nan")]})
+    tpr, pr, area, fired = _errs(cases)
+    assert np.isclose(tpr, 50.0) and np.isclose(pr, 50.0 / 3)  # d's precision counts 0
+    assert np.isclose(area, (40 + 0 + 120 + 5) / (20 + 20 + 30))
+    assert np.isclose(fired, 50.0)  # d (marked) and e (not) have no cluster
+    assert np.isnan(_errs(cases.iloc[:3])[3])  # no empty image: nothing to say
     res = ShiftResult("unet", "ffdm", ["dbt"], "quick",
-                      errs={1: {"ffdm": (60.0, 70.0, 0.9), "dbt": (90.0, 10.0, 8.0)}})
-    assert error_rows(res) == [{"seed": 1, "ffdm TPR": 60.0, "ffdm Pr": 70.0, "ffdm area": 0.9,
-                                "dbt TPR": 90.0, "dbt Pr": 10.0, "dbt area": 8.0}]
+                      errs={1: {"ffdm": (60.0, 70.0, 0.9, math.nan),
+                                "dbt": (90.0, 10.0, 8.0, 100.0)}})
+    rows = error_rows(res)
+    assert rows[0]["dbt empty fired"] == 100.0 and math.isnan(rows[0]["ffdm empty fired"])
+    assert {k: v for k, v in rows[0].items() if "empty" not in k} == {
+        "seed": 1, "ffdm TPR": 60.0, "ffdm Pr": 70.0, "ffdm area": 0.9,
+        "dbt TPR": 90.0, "dbt Pr": 10.0, "dbt area": 8.0}
 
 
 def test_cli_end_to_end_on_the_smoke_profile(tmp_path: Path) -> None:

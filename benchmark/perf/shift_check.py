@@ -6,8 +6,9 @@ in-domain DSC, each cross-domain DSC and the drop, then the targets the issue tr
 (in-domain >= 50 %, drop >= 10 points at every seed, mean drop >= 15). With `--in-domain`,
 it also trains on each named stand-in at the first seed, so every stand-in's test split gets
 the 95 % bootstrap CI half-width (patients resampled) of a model trained on that stand-in.
-A second table shows how each seed errs on each domain: mean TPR, mean precision and the
-predicted foreground area over the true one (pooled over images), because a cross-domain score
+A second table shows how each seed errs on each domain: mean TPR, mean precision, the
+predicted foreground area over the true one (pooled over images) and the share of the test
+images without a cluster on which the model marks anything, because a cross-domain score
 that moves with the seed usually moves with the model's operating point, not with its skill.
 Runs go to an ordinary results folder, so a rerun reuses every finished run.
 """
@@ -41,8 +42,9 @@ class ShiftResult:
     dsc: dict[int, dict[str, float]] = field(default_factory=dict)  # seed -> domain -> DSC %
     ci_half: dict[str, tuple[float, int, int, str]] = field(default_factory=dict)
     # domain -> (largest half-width, images, patients, which run it came from)
-    errs: dict[int, dict[str, tuple[float, float, float]]] = field(default_factory=dict)
-    # seed -> domain -> (mean TPR %, mean precision %, predicted / true foreground area)
+    errs: dict[int, dict[str, tuple[float, float, float, float]]] = field(default_factory=dict)
+    # seed -> domain -> (mean TPR %, mean precision %, predicted / true foreground area,
+    # % of the images without a cluster that the model marks anything on)
 
 
 def _dsc_and_ci(cases: pd.DataFrame) -> tuple[float, float, int, int]:
@@ -53,13 +55,16 @@ def _dsc_and_ci(cases: pd.DataFrame) -> tuple[float, float, int, int]:
     return mean, (hi - lo) / 2.0, n, int(images["patient_id"].nunique())
 
 
-def _errs(cases: pd.DataFrame) -> tuple[float, float, float]:
-    """Mean per-image TPR and precision (%), and predicted over true foreground pixels."""
+def _errs(cases: pd.DataFrame) -> tuple[float, float, float, float]:
+    """Mean per-image TPR and precision (%), predicted over true foreground pixels, and the
+    % of images with an empty reference that get a non-empty prediction (nan: none empty)."""
     tpr = point_estimate(per_image(cases, "TPR"), "TPR", "image")[0]
     pr = point_estimate(per_image(cases, "Pr"), "Pr", "image")[0]
     truth = float((cases["TP"] + cases["FN"]).sum())
     area = float((cases["TP"] + cases["FP"]).sum()) / truth if truth else math.nan
-    return tpr, pr, area
+    empty = cases[cases["TP"] + cases["FN"] == 0]
+    fired = 100.0 * float((empty["FP"] > 0).mean()) if len(empty) else math.nan
+    return tpr, pr, area, fired
 
 
 def _test_rows(store: ResultsStore, run_id: str) -> dict[str, pd.DataFrame]:
@@ -124,14 +129,16 @@ def shift_rows(result: ShiftResult) -> list[dict[str, Any]]:
 
 
 def error_rows(result: ShiftResult) -> list[dict[str, Any]]:
-    """One row per seed: TPR, precision and predicted / true area on the source and targets."""
+    """One row per seed: TPR, precision, predicted / true area and the % of empty images
+    fired on, for the source and each target."""
     rows = []
     names = {spec: _name(spec) for spec in [result.source, *result.targets]}
     for seed, by_domain in sorted(result.errs.items()):
         row: dict[str, Any] = {"seed": seed}
         for name in names.values():  # columns by domain name, not by path
-            tpr, pr, area = by_domain.get(name, (math.nan, math.nan, math.nan))
-            row.update({f"{name} TPR": tpr, f"{name} Pr": pr, f"{name} area": area})
+            tpr, pr, area, fired = by_domain.get(name, (math.nan,) * 4)
+            row.update({f"{name} TPR": tpr, f"{name} Pr": pr, f"{name} area": area,
+                        f"{name} empty fired": fired})
         rows.append(row)
     return rows
 
@@ -184,12 +191,13 @@ def print_shift_check(result: ShiftResult, console: Any) -> None:
     errs = error_rows(result)
     if errs:
         how = Table(title="How each seed errs: mean TPR %, mean precision %, predicted / true "
-                          "foreground area")
+                          "foreground area, % of the images without a cluster marked")
         for col in errs[0]:
             how.add_column(str(col), justify="right")
         for row in errs:
-            how.add_row(*(str(v) if k == "seed" else f"{v:.2f}" if k.endswith("area")
-                          else f"{v:.1f}" for k, v in row.items()))
+            how.add_row(*(str(v) if k == "seed" else "—" if math.isnan(v) else
+                          f"{v:.2f}" if k.endswith("area") else f"{v:.1f}"
+                          for k, v in row.items()))
         console.print(how)
     ci = Table(title="95 % bootstrap CI half-width of the mean DSC (patients resampled)")
     for col in ("test split", "half-width", "images", "patients", "largest in run"):
