@@ -48,7 +48,11 @@ def parse_seeds(text: str) -> list[int]:
         try:
             if "-" in part.lstrip("-"):
                 lo, hi = part.split("-", 1)
-                seeds.extend(range(int(lo), int(hi) + 1))
+                span = range(int(lo), int(hi) + 1)
+                if not span:
+                    raise UserError(f"--seeds: the range '{part}' is empty; write the lower "
+                                    "seed first, e.g. 0-4")
+                seeds.extend(span)
             else:
                 seeds.append(int(part))
         except ValueError:

@@ -87,3 +87,18 @@ def test_cli_end_to_end_on_the_smoke_profile(tmp_path: Path) -> None:
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == first.returncode
     assert "reusing the finished training" in again.stdout + again.stderr
+
+
+def test_bad_names_fail_before_any_training(tmp_path: Path) -> None:
+    """A typo in --in-domain (trained last) or an empty seed range is one line at once, not an
+    error after every seed has trained."""
+    res = tmp_path / "res"
+    for bad, message in ((["--in-domain", "nope"], "unknown domain 'nope'"),
+                         (["--seeds", "3-1"], "range '3-1' is empty")):
+        cmd = [*BENCH, "perf", "shift", "--source", str(DATA / "tiny-ffdm.toml"), "--target",
+               str(DATA / "tiny-dbt.toml"), "--seeds", "0", "--profile", "smoke",
+               "--results-dir", str(res), "--no-progress", *bad]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
+        assert "Traceback" not in out.stderr
+        assert not (res / "runs").is_dir() or not any((res / "runs").iterdir())

@@ -69,6 +69,8 @@ def test_parse_and_validate_selections() -> None:
     assert parse_seeds("3-5,1") == [3, 4, 5, 1]
     with pytest.raises(UserError, match="--seeds"):
         parse_seeds("a")
+    with pytest.raises(UserError, match="range '3-1' is empty"):  # was 0 jobs / an IndexError
+        parse_seeds("3-1")
     with pytest.raises(UserError, match=r"unknown method 'unt'.*did you mean 'unet'"):
         make_spec("unt", "ffdm", "dbt", "0", 1, "smoke", None)
     with pytest.raises(UserError, match="hparam-trials"):

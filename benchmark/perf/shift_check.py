@@ -23,8 +23,8 @@ from typing import Any
 import pandas as pd
 
 from benchmark.collect import newest_evaluations
-from benchmark.progress import Reporter
-from benchmark.runner import RunRequest, run
+from benchmark.progress import NullReporter, Reporter
+from benchmark.runner import RunRequest, plan_run, run
 from benchmark.stats import bootstrap_ci, per_image, point_estimate
 from benchmark.store import ResultsStore
 
@@ -95,6 +95,11 @@ def run_shift_check(method: str, source: str, targets: list[str], seeds: list[in
         if domain not in out.ci_half or half > out.ci_half[domain][0]:
             out.ci_half[domain] = (half, n, patients, label)
 
+    # Check every method, domain and --set up front: a typo in --in-domain must not surface
+    # only after ten seeds have trained.
+    for dom in in_domain:
+        plan_run(RunRequest(method=method, source=dom, targets=[], profile=profile,
+                            seed=seeds[0], sets=list(sets or [])), NullReporter())
     for seed in seeds:
         outcome = run(RunRequest(method=method, source=source, targets=list(targets),
                                  profile=profile, seed=seed, sets=list(sets or []),
