@@ -80,6 +80,8 @@ class Collected:
     choices: dict[str, RunChoice] = field(default_factory=dict)  # run_id -> selection record
     stale: list[tuple[str, str, str]] = field(default_factory=list)
     # (data kind, profile, why): evaluations left out for an older test-set version
+    left_out: dict[tuple[str, str, str, str, str], list[str]] = field(default_factory=dict)
+    # (data kind, profile, row, source, target) -> the run ids `stale` left out of that cell
 
     def not_learned(self, run_id: str) -> bool:
         """True when the run is known not to have beaten the all-background score."""
@@ -188,7 +190,7 @@ def collect(store: ResultsStore, selection: str = "source-val") -> Collected:
     if len(cases):
         cases = _select(cases, selection)
         cases = _select_runs(cases, out.choices, selection)
-        cases = _one_test_version(cases, out.stale, out.choices)
+        cases = _one_test_version(cases, out)
     if len(cands) and len(cases):
         if "checkpoint" not in cands:
             cands["checkpoint"] = "best"
@@ -229,10 +231,10 @@ def newest_evaluations(cases: pd.DataFrame, status: dict[str, Any], by: str) -> 
     return cases[keys.isin(set(newest["key"]))]
 
 
-def _one_test_version(cases: pd.DataFrame, stale: list[tuple[str, str, str]],
-                      choices: dict[str, RunChoice]) -> pd.DataFrame:
+def _one_test_version(cases: pd.DataFrame, out: Collected) -> pd.DataFrame:
     """Per cell, keep the runs evaluated on the test-set version evaluated last; name the
-    others in `stale` (with the command that re-evaluates them) and in their `shown`."""
+    others in `out.stale` (with the command that re-evaluates them), per cell in
+    `out.left_out`, and in their `shown`."""
     if "target_key" not in cases or not len(cases):
         return cases
     version = (cases["target_fingerprint"] if "target_fingerprint" in cases
@@ -242,17 +244,19 @@ def _one_test_version(cases: pd.DataFrame, stale: list[tuple[str, str, str]],
     mixed = version.groupby([cases[c] for c in cell]).transform("nunique") > 1
     if not mixed.any():
         return cases  # every cell on one version: the common case, no per-cell loop
-    for (kind, _m, _s, profile, _t), idx in cases[mixed].groupby(cell).groups.items():
+    for (kind, row, source, profile, target), idx in cases[mixed].groupby(cell).groups.items():
         latest = cases.loc[idx, "evaluated"].groupby(version.loc[idx]).max()
         old = idx[version.loc[idx] != latest.sort_values(kind="stable").index[-1]]
         keep.loc[old] = False
         for rid, spec in cases.loc[old, ["run_id", "target_spec"]].drop_duplicates().values:
-            stale.append((str(kind), str(profile),
+            out.left_out.setdefault((str(kind), str(profile), str(row), str(source),
+                                     str(target)), []).append(str(rid))
+            out.stale.append((str(kind), str(profile),
                           f"{rid}: evaluated on an older version of '{spec}' than its cell's "
                           f"other runs, so left out; `bench eval --run {rid} --target {spec}` "
                           "re-evaluates it"))
-            if rid in choices:  # the provenance table says it too, per left-out target
-                choices[rid].shown = (choices[rid].shown or "yes") + (
+            if rid in out.choices:  # the provenance table says it too, per left-out target
+                out.choices[rid].shown = (out.choices[rid].shown or "yes") + (
                     f"; not for '{spec}' (an older version of its test set)")
     return cases[keep]
 

@@ -73,6 +73,7 @@ class Cell:
     run_ids: list[str] = field(default_factory=list)
     not_learned: int = 0  # how many of `run_ids` never beat the all-background score
     trials: list[int] = field(default_factory=list)  # the chosen hparam trial of each run
+    left_out: list[str] = field(default_factory=list)  # runs on an older test-set version
 
     @property
     def ranked(self) -> bool:
@@ -214,7 +215,8 @@ def build_tables(store: ResultsStore, registered: dict[str, tuple[str, str]] | N
                     table.cells[(display, src, tgt)] = Cell(
                         cell_statistics(rows_, aggregate, n_boot, seed), run_ids=ids,
                         not_learned=sum(got.not_learned(r) for r in ids),
-                        trials=[got.choices[r].trial for r in ids if r in got.choices])
+                        trials=[got.choices[r].trial for r in ids if r in got.choices],
+                        left_out=got.left_out.get((kind, profile, display, src, tgt), []))
                 else:
                     reason = got.failed.get((kind, profile, display, src)) or got.failed.get(
                         (kind, profile, display, f"{src}->{tgt}")) or "not run"
@@ -500,7 +502,8 @@ def table_records(table: Table) -> list[dict[str, Any]]:
                 "n_images": cell.summary["n"] if cell.summary else 0,
                 "n_seeds": cell.summary["n_seeds"] if cell.summary else 0,
                 "avg_rank": table.ranks.get(display), "run_ids": " ".join(cell.run_ids),
-                "hparam_trials": " ".join(str(t) for t in cell.trials)}
+                "hparam_trials": " ".join(str(t) for t in cell.trials),
+                "runs_left_out": " ".join(cell.left_out)}
             for m in table.metrics:
                 for stat in ("mean", "std", "ci_lo", "ci_hi", "undefined"):
                     rec[f"{m}_{stat}"] = cell.summary.get(f"{m}_{stat}") if cell.summary \

@@ -3,6 +3,7 @@ configuration, one code version per cell, and the "not learned" flag."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,9 @@ def test_runs_of_one_cell_on_two_test_versions_are_not_mixed(tmp_path: Path) -> 
     assert "bench eval --run s0 --target dbt" in got.stale[0][2]
     text = render_markdown(build_tables(store)[0])
     assert "Left out (an older version of the test set):" in text and "- s0: " in text
+    csv = pd.read_csv(io.StringIO(render_csv(build_tables(store)[0])))  # and the CSV's cell
+    row = csv[(csv["numbers_from"] == "ours") & (csv["target"] == "dbt")].iloc[0]
+    assert row["runs_left_out"] == "s0" and row["run_ids"] == "s1"
     page = render_table(build_tables(store)[0])  # the HTML table lists it as well
     assert "Left out (an older version of the test set):" in page and "<li>s0: " in page
     recs = {r["run_id"]: r for r in provenance(got.runs, ["s0", "s1"], got.choices)}
