@@ -15,8 +15,10 @@ from benchmark.cli_common import (
     EvalLastOpt,
     NoProgressOpt,
     ResultsOpt,
+    ThreadsOpt,
     _dirs,
     _reporter,
+    _threads,
     app,
     console,
     data_app,
@@ -76,11 +78,13 @@ def run(
         "--compile", help="torch.compile the networks (opt-in; measure with bench perf train "
                           "--compile)")] = False,
     eval_last: EvalLastOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Train METHOD on SOURCE (or reuse a finished training) and evaluate on every TARGET."""
     from benchmark.runner import RunRequest
     from benchmark.runner import run as do_run
 
+    _threads(threads)
     results, cache = _dirs(results_dir, cache_dir)
     req = RunRequest(method=method, source=source, targets=list(target or []), profile=profile,
                      seed=seed, device=device, sets=list(set_ or []), results_dir=results,
@@ -110,7 +114,8 @@ def _thread_note(outcome: Any, device: str) -> str | None:
         return None
     return (f"note: run {outcome.run_id} was trained with {then} CPU thread(s), this process "
             f"has {now}; its numbers stand, but training it again here would give different "
-            "ones (floating-point summation order, see docs/guide/cli.md#reproducibility)")
+            f"ones unless with --threads {then} (floating-point summation order, see "
+            "docs/guide/cli.md#reproducibility)")
 
 
 @app.command("eval")
@@ -378,12 +383,14 @@ def perf_shift(
         "leaderboards' runs; a rerun reuses finished runs)")] = Path("results/shift-check"),
     cache_dir: CacheOpt = None,
     no_progress: NoProgressOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Per-seed in-domain and cross-domain DSC, the drop, and each stand-in's test-split CI
     half-width, against the shift targets."""
     from benchmark.perf.shift_check import print_shift_check, run_shift_check, shift_targets
     from benchmark.sweep import parse_csv, parse_seeds
 
+    _threads(threads)
     results, cache = _dirs(results_dir, cache_dir)
     result = run_shift_check(method, source, list(target or ["dbt"]), parse_seeds(seeds),
                              profile, results, cache,

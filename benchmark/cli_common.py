@@ -70,6 +70,19 @@ EvalLastOpt = Annotated[bool, typer.Option(
     "--eval-last", help="also evaluate the last-epoch checkpoint, for `bench leaderboard "
     "--select last` (opt-in: it doubles evaluation time)")]
 
+ThreadsOpt = Annotated[int | None, typer.Option(
+    "--threads", min=1, max=1024, help="torch CPU threads (default: torch's, one per core). CPU "
+    "numbers depend on it; run.json records it, and a sweep job with one thread is reproduced "
+    "with --threads 1")]
+
+
+def _threads(threads: int | None) -> None:
+    """Apply --threads before anything builds a model (torch's intra-op thread pool)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
 
 def _dirs(results_dir: Path | None, cache_dir: Path | None) -> tuple[Path, Path]:
     from benchmark.runner import default_cache_dir, default_results_dir

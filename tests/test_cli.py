@@ -84,7 +84,35 @@ def test_reusing_a_run_trained_with_other_threads_says_so(smoke_run: dict,
     assert res.exit_code == 0 and "reusing the finished training" in res.output, res.output
     flat = " ".join(res.output.split())
     assert f"trained with {torch.get_num_threads() + 3} CPU thread(s)" in flat
-    assert "would give different ones" in flat
+    assert f"would give different ones unless with --threads {torch.get_num_threads() + 3}" \
+        in flat
+
+
+def test_threads_option_reproduces_a_one_thread_process(tmp_path: Path) -> None:
+    """`--threads 1` gives the numbers of a process that has one thread (as a sweep job on
+    a 2-core machine with 2 workers), and run.json records it."""
+    import pandas as pd
+    import torch
+
+    args = ["run", "--method", "unet", "--source", "ffdm", "--profile", "smoke", "--no-progress"]
+    before = torch.get_num_threads()
+    try:
+        res = bench(*args, "--threads", "1", results=tmp_path / "a")
+    finally:
+        torch.set_num_threads(before)
+    assert res.exit_code == 0, res.output
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*BENCH, *args, "--results-dir", str(tmp_path / "b")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    frames = []
+    for name in ("a", "b"):
+        folder = next((tmp_path / name / "runs").iterdir())
+        assert json.loads((folder / "run.json").read_text())["torch_threads"] == 1
+        cols = ["image_id", "target", "DSC", "HD", "TP", "FP"]
+        frames.append(pd.read_parquet(folder / "per_case.parquet")[cols].sort_values(
+            ["target", "image_id"]).reset_index(drop=True))
+    pd.testing.assert_frame_equal(*frames)
 
 
 def test_same_seed_same_metrics(smoke_run: dict, tmp_path: Path) -> None:
