@@ -91,30 +91,29 @@ def run(
                      cache_dir=cache, compile=compile_, eval_last=eval_last)
     outcome = do_run(req, _reporter(no_progress))
     _print_summary(outcome, f"{method} trained on {source} ({profile} profile, seed {seed})")
-    note = _thread_note(outcome, device) if outcome.reused else None
-    if note:
-        console.print(f"[yellow]{note}[/yellow]", highlight=False, soft_wrap=True)
+    if outcome.reused:
+        from benchmark.store import ResultsStore
+
+        note = _thread_note(ResultsStore(results).read(outcome.run_id).info, device)
+        if note:
+            console.print(f"[yellow]{note}[/yellow]", highlight=False, soft_wrap=True)
 
 
-def _thread_note(outcome: Any, device: str) -> str | None:
-    """A note when a reused CPU training ran with another torch thread count than this
-    process: its numbers stand, but a fresh training here would not reproduce them. (Here,
-    not in the runner, so that the runner's code hash, part of every run id, is untouched.)"""
-    import json
-
+def _thread_note(info: dict[str, Any], device: str) -> str | None:
+    """A note when a reused CPU training (`info`: its run.json) ran with another torch thread
+    count than this process: its numbers stand, but a fresh training here would not reproduce
+    them. (Here, not in the runner: the runner's code hash is part of every run id.)"""
     import torch
 
     from benchmark.runner import resolve_device
 
-    path = Path(outcome.run_dir) / "run.json"
-    info = json.loads(path.read_text()) if path.is_file() else {}
     then, now = info.get("torch_threads"), torch.get_num_threads()
     if resolve_device(device).type != "cpu" or not str(info.get("device", "")).startswith(
             "cpu") or then in (None, now):
         return None
-    return (f"note: run {outcome.run_id} was trained with {then} CPU thread(s), this process "
-            f"has {now}; its numbers stand, but training it again here would give different "
-            f"ones unless with --threads {then} (floating-point summation order, see "
+    return (f"note: run {info.get('run_id', '?')} was trained with {then} CPU thread(s), this "
+            f"process has {now}; its numbers stand, but training it again here would give "
+            f"different ones unless with --threads {then} (floating-point summation order, see "
             "docs/guide/cli.md#reproducibility)")
 
 

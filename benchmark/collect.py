@@ -20,8 +20,9 @@ the best target-test DSC); a re-run of the same trial replaces the older one.
 Test-set versions: a run re-evaluated after a stand-in or binding changed keeps the rows of
 both versions of that test set (one `target@fingerprint` key each). Only the version evaluated
 last counts, per run (status.json's `finished`), and per cell only the newest version among its
-runs; a run whose rows are of an older version is listed in `stale` instead of being mixed in,
-because image ids repeat across versions and averaging them would blend two test sets.
+runs; a run whose rows are of an older version is listed in `left_out` (per cell) instead of
+being mixed in, because image ids repeat across versions and averaging them would blend two
+test sets.
 
 "Not learned": a run whose source-validation DSC never beat the all-background score (the DSC
 of an all-empty prediction on the validation split, both-empty images counting 1) is flagged.
@@ -78,10 +79,18 @@ class Collected:
     run_methods: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     choices: dict[str, RunChoice] = field(default_factory=dict)  # run_id -> selection record
-    stale: list[tuple[str, str, str]] = field(default_factory=list)
-    # (data kind, profile, why): evaluations left out for an older test-set version
-    left_out: dict[tuple[str, str, str, str, str], list[str]] = field(default_factory=dict)
-    # (data kind, profile, row, source, target) -> the run ids `stale` left out of that cell
+    left_out: dict[tuple[str, str, str, str, str], list[tuple[str, str]]] = field(
+        default_factory=dict)
+    # (data kind, profile, row, source, target) -> (run id, target spec) of each run left out
+    # of that cell for an older test-set version
+
+    def stale_lines(self, kind: str, profile: str) -> list[str]:
+        """One line per run left out of a (kind, profile) table for an older test-set
+        version, with the command that re-evaluates it."""
+        return [f"{rid}: evaluated on an older version of '{spec}' than its cell's other runs, "
+                f"so left out; `bench eval --run {rid} --target {spec}` re-evaluates it"
+                for (k, p, *_), runs in self.left_out.items() if (k, p) == (kind, profile)
+                for rid, spec in runs]
 
     def not_learned(self, run_id: str) -> bool:
         """True when the run is known not to have beaten the all-background score."""
@@ -233,8 +242,7 @@ def newest_evaluations(cases: pd.DataFrame, status: dict[str, Any], by: str) -> 
 
 def _one_test_version(cases: pd.DataFrame, out: Collected) -> pd.DataFrame:
     """Per cell, keep the runs evaluated on the test-set version evaluated last; name the
-    others in `out.stale` (with the command that re-evaluates them), per cell in
-    `out.left_out`, and in their `shown`."""
+    others in `out.left_out` and in their `shown`."""
     if "target_key" not in cases or not len(cases):
         return cases
     version = (cases["target_fingerprint"] if "target_fingerprint" in cases
@@ -250,11 +258,7 @@ def _one_test_version(cases: pd.DataFrame, out: Collected) -> pd.DataFrame:
         keep.loc[old] = False
         for rid, spec in cases.loc[old, ["run_id", "target_spec"]].drop_duplicates().values:
             out.left_out.setdefault((str(kind), str(profile), str(row), str(source),
-                                     str(target)), []).append(str(rid))
-            out.stale.append((str(kind), str(profile),
-                          f"{rid}: evaluated on an older version of '{spec}' than its cell's "
-                          f"other runs, so left out; `bench eval --run {rid} --target {spec}` "
-                          "re-evaluates it"))
+                                     str(target)), []).append((str(rid), str(spec)))
             if rid in out.choices:  # the provenance table says it too, per left-out target
                 out.choices[rid].shown = (out.choices[rid].shown or "yes") + (
                     f"; not for '{spec}' (an older version of its test set)")

@@ -203,7 +203,7 @@ def build_tables(store: ResultsStore, registered: dict[str, tuple[str, str]] | N
         rows = sorted(((g, d) for d, g in groups.items()),
                       key=lambda r: _order_key(*r, layout=layout))
         table = Table(kind, profile, pairings, rows, problems=list(got.problems),
-                      stale=[why for k, p, why in got.stale if (k, p) == (kind, profile)],
+                      stale=got.stale_lines(kind, profile),
                       layout=layout,
                       metrics=metrics, aggregate=aggregate, selection=selection)
         by_cell = {k: g for k, g in sub.groupby(["method_display", "source", "target"])}
@@ -216,7 +216,8 @@ def build_tables(store: ResultsStore, registered: dict[str, tuple[str, str]] | N
                         cell_statistics(rows_, aggregate, n_boot, seed), run_ids=ids,
                         not_learned=sum(got.not_learned(r) for r in ids),
                         trials=[got.choices[r].trial for r in ids if r in got.choices],
-                        left_out=got.left_out.get((kind, profile, display, src, tgt), []))
+                        left_out=[rid for rid, _ in got.left_out.get(
+                            (kind, profile, display, src, tgt), [])])
                 else:
                     reason = got.failed.get((kind, profile, display, src)) or got.failed.get(
                         (kind, profile, display, f"{src}->{tgt}")) or "not run"

@@ -135,9 +135,11 @@ def test_runs_of_one_cell_on_two_test_versions_are_not_mixed(tmp_path: Path) -> 
     dbt = got.cases[got.cases["target"] == "dbt"]
     assert set(dbt["run_id"]) == {"s1"} and set(dbt["target_key"]) == {"dbt@y"}
     assert set(got.cases.loc[got.cases["target"] == "ffdm", "run_id"]) == {"s0", "s1"}
-    assert len(got.stale) == 1 and got.stale[0][:2] == ("synthetic", "quick")
-    assert got.stale[0][2].startswith("s0: ")
-    assert "bench eval --run s0 --target dbt" in got.stale[0][2]
+    assert got.left_out == {("synthetic", "quick", "Unet", "ffdm", "dbt"): [("s0", "dbt")]}
+    lines = got.stale_lines("synthetic", "quick")
+    assert len(lines) == 1 and lines[0].startswith("s0: ")
+    assert "bench eval --run s0 --target dbt" in lines[0]
+    assert got.stale_lines("synthetic", "paper") == []
     text = render_markdown(build_tables(store)[0])
     assert "Left out (an older version of the test set):" in text and "- s0: " in text
     csv = pd.read_csv(io.StringIO(render_csv(build_tables(store)[0])))  # and the CSV's cell
