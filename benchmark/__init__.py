@@ -3,6 +3,10 @@ microcalcification segmentation (MLN-net and its baselines behind one plugin int
 
 from __future__ import annotations
 
+from benchmark.numerics import apply_portable_env
+
+apply_portable_env()  # before anything imports numpy or torch: CALCBENCH_PORTABLE=1 pins kernels
+
 __all__ = ["check_datasets_package"]
 
 

@@ -101,20 +101,33 @@ def run(
 
 def _thread_note(info: dict[str, Any], device: str) -> str | None:
     """A note when a reused CPU training (`info`: its run.json) ran with another torch thread
-    count than this process: its numbers stand, but a fresh training here would not reproduce
-    them. (Here, not in the runner: the runner's code hash is part of every run id.)"""
+    count or other SIMD kernels than this process: its numbers stand, but a fresh training
+    here would not reproduce them. (Here, not in the runner: the runner's code hash is part of
+    every run id.)"""
     import torch
 
+    from benchmark import numerics
     from benchmark.runner import resolve_device
 
-    then, now = info.get("torch_threads"), torch.get_num_threads()
-    if resolve_device(device).type != "cpu" or not str(info.get("device", "")).startswith(
-            "cpu") or then in (None, now):
+    if resolve_device(device).type != "cpu" or not str(info.get("device", "")).startswith("cpu"):
         return None
-    return (f"note: run {info.get('run_id', '?')} was trained with {then} CPU thread(s), this "
-            f"process has {now}; its numbers stand, but training it again here would give "
-            f"different ones unless with --threads {then} (floating-point summation order, see "
-            "docs/guide/cli.md#reproducibility)")
+    then, now = info.get("torch_threads"), torch.get_num_threads()
+    differs = []
+    if then not in (None, now):
+        differs.append(f"with {then} CPU thread(s) (this process has {now}; --threads {then} "
+                       "reproduces them)")
+    kernels_then, kernels_now = info.get("numerics"), numerics.describe()
+    keys = ("numpy_simd", "torch_cpu_capability")
+    if kernels_then and any(kernels_then.get(k) != kernels_now[k] for k in keys):
+        then_s = ", ".join(str(kernels_then.get(k)) for k in keys)
+        now_s = ", ".join(str(kernels_now[k]) for k in keys)
+        differs.append(f"on other SIMD kernels (numpy, torch: {then_s}; here {now_s}; "
+                       "CALCBENCH_PORTABLE=1 on both machines pins them)")
+    if not differs:
+        return None
+    return (f"note: run {info.get('run_id', '?')} was trained {' and '.join(differs)}; its "
+            "numbers stand, but training it again here would give different ones "
+            "(floating-point summation order, see docs/guide/cli.md#reproducibility)")
 
 
 @app.command("eval")

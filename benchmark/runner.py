@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmark import numerics
 from benchmark.accel import accelerate
 from benchmark.aggregate import summarize
 from benchmark.collect import target_label
@@ -333,6 +334,7 @@ def _run_info(run_id: str, info: MethodInfo, req: RunRequest, profile: Profile,
         "seed": req.seed, "hparam_trial": req.trial, "device": str(device),
         # CPU results depend on it (summation order), so it is recorded beside the seed
         "torch_threads": torch.get_num_threads(),
+        "numerics": numerics.describe(),  # the SIMD kernels in effect, and CALCBENCH_PORTABLE
         "code_version": version,
         "git_commit": git_commit(), "versions": versions(), "created": now_iso(),
         "split_hash": split_hash(split), "split_sizes": {k: len(v) for k, v in split.items()},

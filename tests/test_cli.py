@@ -84,8 +84,16 @@ def test_reusing_a_run_trained_with_other_threads_says_so(smoke_run: dict,
     assert res.exit_code == 0 and "reusing the finished training" in res.output, res.output
     flat = " ".join(res.output.split())
     assert f"trained with {torch.get_num_threads() + 3} CPU thread(s)" in flat
-    assert f"would give different ones unless with --threads {torch.get_num_threads() + 3}" \
-        in flat
+    assert f"--threads {torch.get_num_threads() + 3} reproduces them" in flat
+    assert "would give different ones" in flat and "SIMD" not in flat
+    info["torch_threads"] = torch.get_num_threads()  # same threads, other kernels
+    info["numerics"]["numpy_simd"] = ["SSE-only machine"]
+    path.write_text(json.dumps(info))
+    res = bench(*args, results=results)
+    flat = " ".join(res.output.split())
+    assert res.exit_code == 0 and "on other SIMD kernels" in flat, res.output
+    assert "SSE-only machine" in flat and "CALCBENCH_PORTABLE=1" in flat
+    assert "thread(s)" not in flat
 
 
 def test_threads_option_reproduces_a_one_thread_process(tmp_path: Path) -> None:

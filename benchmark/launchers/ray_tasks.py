@@ -17,6 +17,7 @@ from typing import Any
 
 from benchmark.errors import UserError
 from benchmark.launchers.base import Launcher, Outcome
+from benchmark.numerics import PORTABLE_ENV
 
 
 def _call(call: Any) -> Outcome:
@@ -69,7 +70,7 @@ class RayLauncher(Launcher):
                                   # the driver's calcbench settings follow its jobs
                                   "runtime_env": {"env_vars": {
                                       k: v for k, v in os.environ.items()
-                                      if k.startswith("CALCBENCH_")}}}
+                                      if k.startswith("CALCBENCH_") or k in PORTABLE_ENV}}}
         if opts.address:
             kwargs["address"] = opts.address
         if "num_cpus" in opts.extra:
