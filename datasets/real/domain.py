@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.errors import UserError
+from datasets import resize
 from datasets.domain import Domain, DomainData
 from datasets.domain import log_message as _log
 from datasets.domain import progress_task as _task
@@ -38,10 +39,8 @@ CASES_PER_SHARD = 8  # single images per shard (~32 samples, ~40 MB at 512 px)
 def code_version() -> str:
     """sha256 of the datasets/real sources and the shared resampler's module (a code change
     means a new cache)."""
-    from datasets.synthetic import domain as synthetic_domain  # area_matrix lives there
-
     h = hashlib.sha256()
-    for path in [*sorted(Path(__file__).parent.glob("*.py")), Path(synthetic_domain.__file__)]:
+    for path in [*sorted(Path(__file__).parent.glob("*.py")), Path(resize.__file__)]:
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from datasets.synthetic.domain import area_matrix
+from datasets.resize import resample
 
 
 @dataclass(frozen=True)
@@ -79,21 +79,6 @@ def crop_box(breast: np.ndarray, mask: np.ndarray, margin: float) -> tuple[int, 
     dr, dc = round(margin * h), round(margin * w)
     return (max(0, rows[0] - dr), min(h, rows[-1] + 1 + dr),
             max(0, cols[0] - dc), min(w, cols[-1] + 1 + dc))
-
-
-def resample(image: np.ndarray, mask: np.ndarray, size: int
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Area-average the image and keep mask pixels covered >= 50 % (a lesion never vanishes)."""
-    wr = area_matrix(image.shape[0], size).astype(np.float32)
-    wc = area_matrix(image.shape[1], size).astype(np.float32)
-    img = np.clip(wr @ image.astype(np.float32) @ wc.T, 0.0, 1.0).astype(np.float32)
-    if not mask.any():
-        return img, np.zeros((size, size), np.uint8)
-    frac = wr @ mask.astype(np.float32) @ wc.T
-    out = (frac >= 0.5).astype(np.uint8)
-    if not out.any():
-        out[np.unravel_index(np.argmax(frac), frac.shape)] = 1
-    return img, out
 
 
 def preprocess(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float],

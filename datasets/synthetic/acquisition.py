@@ -36,6 +36,7 @@ import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage as ndi
 
+from datasets.resize import Taps, separable, taps_of
 from datasets.synthetic.anatomy import (
     Case,
     Speck,
@@ -91,13 +92,13 @@ def smooth(img: np.ndarray, sigma_px: float) -> np.ndarray:
     padded = np.pad(img, ((0, p0), (0, p1)), mode="edge") if p0 or p1 else img
     small = padded.reshape(padded.shape[0] // f, f, padded.shape[1] // f, f).mean(axis=(1, 3))
     small = ndi.gaussian_filter(small, sigma_px / f, mode="nearest")
-    big = _upsampler(padded.shape[0], f) @ small @ _upsampler(padded.shape[1], f).T
+    big = separable(small, _upsampler(padded.shape[0], f), _upsampler(padded.shape[1], f))
     return big[:n0, :n1].astype(img.dtype, copy=False)
 
 
 @lru_cache(maxsize=32)
-def _upsampler(n: int, f: int) -> np.ndarray:
-    """(n, n // f) float32 matrix: linear interpolation from block centres to pixel centres."""
+def _upsampler(n: int, f: int) -> Taps:
+    """Taps of the (n, n // f) linear interpolation from block centres to pixel centres."""
     ns = n // f
     pos = np.clip((np.arange(n) + 0.5) / f - 0.5, 0.0, ns - 1.0)
     lo = np.floor(pos).astype(int)
@@ -105,7 +106,7 @@ def _upsampler(n: int, f: int) -> np.ndarray:
     w = np.zeros((n, ns), np.float32)
     np.add.at(w, (np.arange(n), lo), 1.0 - (pos - lo))
     np.add.at(w, (np.arange(n), hi), pos - lo)
-    return w
+    return taps_of(w)
 
 
 def _resized_texture(layers: np.ndarray, n: int) -> np.ndarray:

@@ -230,7 +230,8 @@ def _draw_geometry(rng: np.random.Generator, view: str, tile: float, a: Section)
         d = p2 - p1
         normal = np.array([-d[1], d[0]]) / np.hypot(*d)
         corner = np.array([0.0, chest_col])
-        if np.dot(corner - p1, normal) < 0:
+        side_of = float(corner[0] - p1[0]) * normal[0] + float(corner[1] - p1[1]) * normal[1]
+        if side_of < 0:  # written out, not np.dot: BLAS may fuse the sum, differently per CPU
             normal = -normal
         return Geometry("pectoral", muscle_point=(float(p1[0]), float(p1[1])),
                         muscle_normal=(float(normal[0]), float(normal[1])),
@@ -518,6 +519,7 @@ def _hull_region(pts: np.ndarray, rows: np.ndarray, cols: np.ndarray,
         i, j = np.unravel_index(np.argmax(dist), dist.shape)
         p, q = pts[i], pts[j]
         d = q - p
-        t = np.clip(((rows - p[0]) * d[0] + (cols - p[1]) * d[1]) / max(d @ d, 1e-12), 0, 1)
+        length2 = float(d[0]) ** 2 + float(d[1]) ** 2  # not d @ d: BLAS may fuse the sum
+        t = np.clip(((rows - p[0]) * d[0] + (cols - p[1]) * d[1]) / max(length2, 1e-12), 0, 1)
         return np.hypot(rows - p[0] - t * d[0], cols - p[1] - t * d[1]) <= spacing
     return np.zeros(shape, bool)

@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from datasets import resize
 from datasets.domain import Domain, DomainData
 from datasets.domain import progress_task as _task
+from datasets.resize import resample
 from datasets.shard_build import Sample, ShardWriter, build_store, open_or_build, rows_of
 from datasets.shards import store_folder
 from datasets.synthetic import acquisition, anatomy, params
@@ -34,34 +36,10 @@ SHARD_BYTES = 64 << 20
 def _source_hash() -> str:
     """sha256 of the generator modules' source text (a code change means new data)."""
     h = hashlib.sha256()
-    for module in (params, anatomy, acquisition):
+    for module in (params, anatomy, acquisition, resize):
         h.update(Path(module.__file__ or "").read_bytes())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()
-
-
-def area_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) weights that average input pixels by their overlap with output pixels."""
-    edges = np.arange(n_in + 1) * (n_out / n_in)  # input pixel edges in output pixel units
-    lo = np.maximum(edges[None, :-1], np.arange(n_out)[:, None])
-    hi = np.minimum(edges[None, 1:], np.arange(n_out)[:, None] + 1)
-    w = np.maximum(hi - lo, 0.0)
-    return w / w.sum(axis=1, keepdims=True)
-
-
-def resample(image: np.ndarray, mask: np.ndarray, size: int,
-             weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Area-average an image and take mask pixels covered >= 50 % (a cluster never vanishes:
-    if the native mask is non-empty its best-covered output pixel is kept)."""
-    w = (area_matrix(image.shape[0], size) if weights is None else weights).astype(np.float32)
-    img = np.clip(w @ image.astype(np.float32) @ w.T, 0.0, 1.0).astype(np.float32)
-    if not mask.any():
-        return img, np.zeros((size, size), np.uint8)
-    frac = w @ mask.astype(np.float32) @ w.T
-    out = (frac >= 0.5).astype(np.uint8)
-    if not out.any():
-        out[np.unravel_index(np.argmax(frac), frac.shape)] = 1
-    return img, out
 
 
 class SyntheticDomain(Domain):
@@ -225,13 +203,12 @@ PatientImage = tuple[np.ndarray, np.ndarray, str, str, dict[str, Any]]
 def patient_images(p: DomainParams, name: str, patient: int, image_size: int
                    ) -> list[PatientImage]:
     """Every image of one patient at image_size: (image, mask, patient id, image id, meta)."""
-    weights = area_matrix(acquisition.native_size(p), image_size).astype(np.float32)
     pid = f"{name}-P{patient:04d}"
     out: list[PatientImage] = []
     for view in anatomy.resolve_views(p, patient):
         case = anatomy.simulate_case(p, patient, view)
         for shot in acquisition.acquire(case, p):
-            image, mask = resample(shot.image, shot.mask, image_size, weights)
+            image, mask = resample(shot.image, shot.mask, image_size)
             meta = {
                 "view": view,
                 "laterality": case.laterality,
