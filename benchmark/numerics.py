@@ -11,6 +11,8 @@ AVX-512 ones a newer CPU would pick.
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from typing import Any
 
 PORTABLE_FLAG = "CALCBENCH_PORTABLE"
@@ -34,9 +36,14 @@ def portable_requested() -> bool:
 def apply_portable_env() -> None:
     """Put PORTABLE_ENV into os.environ when asked for; must run before numpy or torch is
     imported (the `benchmark` package does it first thing). Values set by hand are kept."""
-    if portable_requested():
-        for key, value in PORTABLE_ENV.items():
-            os.environ.setdefault(key, value)
+    if not portable_requested():
+        return
+    for key, value in PORTABLE_ENV.items():
+        os.environ.setdefault(key, value)
+    late = [name for name in ("numpy", "torch") if name in sys.modules]
+    if late:  # e.g. calcbench imported from a notebook that loaded numpy first
+        warnings.warn(f"{PORTABLE_FLAG}=1 came too late for {' and '.join(late)}, already "
+                      "imported: set it in the environment before Python starts", stacklevel=2)
 
 
 def describe() -> dict[str, Any]:

@@ -289,3 +289,24 @@ def test_same_seed_same_metrics_across_processes(tmp_path: Path) -> None:
         frames.append(pd.read_parquet(run / "per_case.parquet")[cols]
                       .sort_values(["target", "image_id"]).reset_index(drop=True))
     pd.testing.assert_frame_equal(frames[0], frames[1])
+
+
+def test_portable_pins_kernels_before_numpy_and_warns_when_late() -> None:
+    """CALCBENCH_PORTABLE=1 puts the AVX2 pins in the environment when calcbench is imported
+    first, so numpy and torch load with them; imported after numpy, it says it came too late."""
+    from benchmark.numerics import PORTABLE_ENV
+
+    env = {**{k: v for k, v in os.environ.items() if k not in PORTABLE_ENV},
+           "CALCBENCH_PORTABLE": "1"}
+    first = ("import benchmark, json; from benchmark import numerics; "
+             "print(json.dumps(numerics.describe()))")
+    done = subprocess.run([sys.executable, "-c", first], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    described = json.loads(done.stdout.strip().splitlines()[-1])
+    assert described["portable"] is True and described["pinned_env"] == PORTABLE_ENV
+    assert not {"X86_V4", "AVX512_ICL", "AVX512_SPR"} & set(described["numpy_simd"] or [])
+    assert described["torch_cpu_capability"] in {"AVX2", "DEFAULT"}
+    late = subprocess.run([sys.executable, "-c", "import numpy, benchmark"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert late.returncode == 0 and "came too late for numpy" in late.stderr, late.stderr
