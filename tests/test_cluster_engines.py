@@ -275,6 +275,31 @@ def test_ray_sweep_survives_a_killed_worker(ray_head: tuple[str, dict[str, str],
     assert not (head_cwd / "results").exists()  # workers wrote where the driver asked
 
 
+def test_ray_jobs_take_the_drivers_portable_pins(
+        ray_head: tuple[str, dict[str, str], Path, int], tmp_path: Path) -> None:
+    """CALCBENCH_PORTABLE=1 on the driver reaches the Ray workers before they load numpy and
+    torch: the sweep's run.json files record the AVX2 kernels."""
+    from benchmark.numerics import PORTABLE_ENV
+
+    address, head_env, _head_cwd, _sid = ray_head
+    env = _env({**{k: head_env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")},
+                "CALCBENCH_PORTABLE": "1"})
+    for key in ("RAY_ADDRESS", *PORTABLE_ENV):
+        env.pop(key, None)
+    cmd = ["sweep", "--profile", "smoke", "--methods", "unet", "--sources",
+           str(DATA / "tiny-ffdm.toml"), "--targets", str(DATA / "tiny-dbt.toml"), "--seeds",
+           "0", "--no-progress", "--launcher", "ray", "--address", address,
+           "--cpus-per-job", "1"]
+    done = _bench(cmd, tmp_path, env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    infos = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*/run.json")]
+    assert len(infos) == 1
+    numerics = infos[0]["numerics"]
+    assert numerics["portable"] is True and numerics["pinned_env"] == PORTABLE_ENV
+    assert numerics["torch_cpu_capability"] in {"AVX2", "DEFAULT"}
+    assert not {"X86_V4", "AVX512_ICL", "AVX512_SPR"} & set(numerics["numpy_simd"] or [])
+
+
 def test_missing_slurm_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI must run the cluster tests"):
