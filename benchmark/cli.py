@@ -94,12 +94,12 @@ def run(
     if outcome.reused:
         from benchmark.store import ResultsStore
 
-        note = _thread_note(ResultsStore(results).read(outcome.run_id).info, device)
+        note = _reuse_note(ResultsStore(results).read(outcome.run_id).info, device)
         if note:
             console.print(f"[yellow]{note}[/yellow]", highlight=False, soft_wrap=True)
 
 
-def _thread_note(info: dict[str, Any], device: str) -> str | None:
+def _reuse_note(info: dict[str, Any], device: str) -> str | None:
     """A note when a reused CPU training (`info`: its run.json) ran with another torch thread
     count or other SIMD kernels than this process: its numbers stand, but a fresh training
     here would not reproduce them. (Here, not in the runner: the runner's code hash is part of

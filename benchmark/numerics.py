@@ -16,11 +16,12 @@ import warnings
 from typing import Any
 
 PORTABLE_FLAG = "CALCBENCH_PORTABLE"
+# numpy's AVX-512 dispatch groups (>= 2.4 names, then older ones): none may be active when pinned
+NUMPY_AVX512 = ("X86_V4", "AVX512_ICL", "AVX512_SPR", "AVX512F", "AVX512CD", "AVX512_KNL",
+                "AVX512_KNM", "AVX512_SKX", "AVX512_CLX", "AVX512_CNL")
 PORTABLE_ENV = {
-    # numpy's ufunc loops: no AVX-512 dispatch (the groups as numpy >= 2.4 names them, then
-    # as older releases do; numpy ignores names it does not dispatch on)
-    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR AVX512F AVX512CD AVX512_KNL "
-                                "AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL",
+    # numpy's ufunc loops: no AVX-512 dispatch (numpy ignores names it does not dispatch on)
+    "NPY_DISABLE_CPU_FEATURES": " ".join(NUMPY_AVX512),
     # numpy's BLAS: OpenBLAS picks SkylakeX on Intel AVX-512 and Haswell on AMD Zen 4
     "OPENBLAS_CORETYPE": "Haswell",
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's vectorised element-wise and reduction kernels
@@ -61,4 +62,8 @@ def describe() -> dict[str, Any]:
     out["numpy_version"] = np.__version__
     out["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     out["pinned_env"] = {k: os.environ[k] for k in PORTABLE_ENV if k in os.environ}
+    # what is true, not what was asked: False when the pins came too late or were overridden
+    out["avx2_kernels"] = (out["numpy_simd"] is not None
+                           and not set(out["numpy_simd"]) & set(NUMPY_AVX512)
+                           and out["torch_cpu_capability"] in {"AVX2", "DEFAULT"})
     return out
