@@ -36,6 +36,8 @@ class Profile:
     split_seed: int = 0  # fixed across methods and seeds so every method sees the same test set
     geometric_aug: bool = True  # random flips + 90-degree rotations, image and mask together
     threshold: float = 0.5
+    # poly: Swin-Unet's per-step decay (see benchmark.lr_schedule); constant: no schedule
+    lr_schedule: str = "poly"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -54,6 +56,7 @@ PROFILE_VALID: dict[str, Valid] = {
     "split_seed": Valid.integer(0, 2**31 - 1),
     "geometric_aug": Valid.flag(),
     "threshold": Valid.number(0.0, 1.0, low_open=True, high_open=True),
+    "lr_schedule": Valid.choice("poly", "constant"),
 }
 
 PROFILES: dict[str, Profile] = {

@@ -22,6 +22,7 @@ from benchmark.config import Profile, seed_hash
 from benchmark.errors import UserError
 from benchmark.feed import batch_stream, host_batch, to_device
 from benchmark.io import atomic_write
+from benchmark.lr_schedule import apply_lr, lr_factor
 from benchmark.progress import Reporter
 from datasets.domain import DomainData
 from methods.base import Batch, Method
@@ -196,6 +197,10 @@ def train(method: Method, data: DomainData, train_idx: np.ndarray, val_idx: np.n
                 for step, batch in zip(range(first_step, n_steps), feed, strict=True):
                     if profile.geometric_aug:
                         batch = geometric_augment(batch, gen)
+                    if not method.own_lr_schedule:
+                        apply_lr(method.optimizers().values(),
+                                 lr_factor(profile.lr_schedule, epoch * n_steps + step,
+                                           profile.epochs * n_steps))
                     views = {g: method.make_view(g, batch, gen) for g in groups}
                     out = method.update(views)
                     bad = [k for k, v in out.items() if not math.isfinite(v)]

@@ -67,6 +67,10 @@ class Method(abc.ABC):
     #: whose training a variant reuses (see `shares_training_with`).
     inference_hparams: ClassVar[frozenset[str]] = frozenset()
 
+    #: True when the method's published recipe schedules its own learning rate (in `update`
+    #: or `end_epoch`); the profile's `lr_schedule` then leaves its optimizers alone.
+    own_lr_schedule: ClassVar[bool] = False
+
     # --- declaration ------------------------------------------------------------------------
     @classmethod
     def hparam_space(cls) -> list[HParam]:

@@ -125,6 +125,8 @@ def soft_domain_labels(domains: torch.Tensor, num_domains: int,
 class DofeMethod(PseudoDomainMethod):
     """DeepLabv3+ / MobileNetV2 with DoFE's knowledge pool over three pseudo-domains."""
 
+    own_lr_schedule = True  # DoFE's recipe: x0.2 at `lr_drop_epoch` (end_epoch)
+
     @classmethod
     def hparam_space(cls) -> list[HParam]:
         return [

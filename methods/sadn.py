@@ -120,6 +120,8 @@ def foreground_probability(probs: torch.Tensor) -> torch.Tensor:
 class SadnMethod(PseudoDomainMethod):
     """Dual-BN U-Net trained per pseudo-domain, with style-based path selection at test time."""
 
+    own_lr_schedule = True  # SADN's code: ExponentialLR(0.99) stepped per epoch (end_epoch)
+
     @classmethod
     def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
         """The U-Net pools four times: the input side must be a multiple of 16."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from benchmark.config import get_profile, resolve_hparams
+from benchmark.lr_schedule import POLY_POWER, lr_factor
 from benchmark.progress import NullReporter
 from benchmark.registry import get_method
 from benchmark.trainer import geometric_augment, load_checkpoint, train
@@ -16,14 +18,28 @@ from tests.toy import ToyDomain
 PROFILE = get_profile("smoke")
 
 
-def _train(ckpt: Path, epochs: int = 2) -> tuple[object, object]:
+def _train(ckpt: Path, epochs: int = 2, schedule: str = "poly", die_at: int | None = None,
+           spy: list[float] | None = None) -> tuple[object, object]:
+    """Train the smoke U-Net on a toy domain; `die_at` kills it at that update call, `spy`
+    collects the rate each step ran with."""
     import dataclasses
 
-    profile = dataclasses.replace(PROFILE, epochs=epochs)
+    profile = dataclasses.replace(PROFILE, epochs=epochs, lr_schedule=schedule)
     data = ToyDomain(n_patients=6).load(32, ckpt)
     info = get_method("unet")
     torch.manual_seed(0)
     method = info.cls(resolve_hparams(info.cls.hparam_space(), "smoke"), torch.device("cpu"), 32)
+    update, calls = method.update, {"n": 0}
+
+    def watched_update(views: dict) -> dict:
+        calls["n"] += 1
+        if calls["n"] == die_at:
+            raise _Killed
+        if spy is not None:
+            spy.append(method.optimizer.param_groups[0]["lr"])
+        return update(views)
+
+    method.update = watched_update  # type: ignore[method-assign]
     result = train(method, data, np.arange(8), np.arange(8, 12), profile, seed=7,
                    ckpt_dir=ckpt, reporter=NullReporter(), device=torch.device("cpu"))
     return method, result
@@ -42,13 +58,62 @@ def test_same_seed_same_weights(tmp_path: Path) -> None:
 
 
 def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    """A run killed at the first step of epoch 2 resumes from epoch 1's last.pt with the
+    uninterrupted run's weights (the poly schedule's rates included)."""
     full, _ = _train(tmp_path / "full", epochs=2)
-    _train(tmp_path / "cut", epochs=1)  # "dies" after epoch 1, last.pt remains
+    steps = PROFILE.steps_per_epoch
+    assert steps is not None
+    try:
+        _train(tmp_path / "cut", epochs=2, die_at=steps + 1)
+    except _Killed:
+        pass
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 0
     resumed, result = _train(tmp_path / "cut", epochs=2)
     assert len(result.history) == 2
     assert all(torch.equal(x, y) for x, y in zip(_params(full), _params(resumed), strict=True))
     state = load_checkpoint(tmp_path / "cut" / "last.pt")
     assert state["epoch"] == 1
+
+
+def test_poly_schedule_sets_each_steps_rate(tmp_path: Path) -> None:
+    """The profile's poly schedule runs the rate down step by step; `constant` leaves it."""
+    rates: dict[str, list[float]] = {}
+    for schedule in ("poly", "constant"):
+        seen: list[float] = []
+        _train(tmp_path / schedule, epochs=2, schedule=schedule, spy=seen)
+        rates[schedule] = seen
+    steps = 2 * PROFILE.steps_per_epoch  # type: ignore[operator]
+    lr = resolve_hparams(get_method("unet").cls.hparam_space(), "smoke")["lr"]
+    assert rates["constant"] == [lr] * steps
+    assert rates["poly"] == [lr * (1 - i / steps) ** POLY_POWER for i in range(steps)]
+
+
+def test_method_with_its_own_schedule_is_left_alone(tmp_path: Path) -> None:
+    """SADN steps its ExponentialLR once per epoch; the profile's schedule must not touch it."""
+    import dataclasses
+
+    profile = dataclasses.replace(PROFILE, epochs=2)
+    data = ToyDomain(n_patients=6).load(32, tmp_path)
+    info = get_method("sadn")
+    assert info.cls.own_lr_schedule
+    hparams = resolve_hparams(info.cls.hparam_space(), "smoke")
+    method = info.cls(hparams, torch.device("cpu"), 32)
+    train(method, data, np.arange(8), np.arange(8, 12), profile, seed=7, ckpt_dir=tmp_path / "c",
+          reporter=NullReporter(), device=torch.device("cpu"))
+    gamma = method.scheduler.gamma  # type: ignore[attr-defined]
+    for group in method.optimizer.param_groups:  # type: ignore[attr-defined]
+        assert group["lr"] == float(hparams["lr"]) * gamma ** 2
+
+
+def test_lr_factor_values_and_bad_input() -> None:
+    assert lr_factor("constant", 5, 10) == 1.0
+    assert lr_factor("poly", 0, 10) == 1.0
+    values = [lr_factor("poly", i, 10) for i in range(10)]
+    assert all(a > b > 0 for a, b in zip(values, values[1:], strict=False))
+    with pytest.raises(ValueError, match="unknown lr_schedule 'cosine'"):
+        lr_factor("cosine", 0, 10)
+    with pytest.raises(ValueError, match="outside a schedule of 10 steps"):
+        lr_factor("poly", 10, 10)
 
 
 def test_geometric_augment_moves_image_and_mask_together() -> None:
