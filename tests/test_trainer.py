@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +110,7 @@ def test_lr_factor_values_and_bad_input() -> None:
     assert lr_factor("constant", 5, 10) == 1.0
     assert lr_factor("poly", 0, 10) == 1.0
     values = [lr_factor("poly", i, 10) for i in range(10)]
-    assert all(a > b > 0 for a, b in zip(values, values[1:], strict=False))
+    assert all(a > b > 0 for a, b in itertools.pairwise(values))
     with pytest.raises(ValueError, match="unknown lr_schedule 'cosine'"):
         lr_factor("cosine", 0, 10)
     with pytest.raises(ValueError, match="outside a schedule of 10 steps"):
