@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,9 +61,10 @@ class ResultsStore:
         """Create the runs folder, or raise a UserError naming it and the reason."""
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.runs_dir / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
+            # a probe of its own: runs and sweep workers started together share the folder
+            fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=self.runs_dir)
+            os.close(fd)
+            os.unlink(probe)
         except OSError as exc:
             raise UserError(f"results folder '{self.runs_dir}' is not writable: "
                             f"{exc.strerror or exc}") from None

@@ -66,3 +66,26 @@ def test_unwritable_results_folder(tmp_path: Path) -> None:
     blocker.write_text("a file where the results folder should be")
     with pytest.raises(UserError, match="not writable"):
         ResultsStore(blocker / "results").ensure_writable()
+
+
+def _probe_repeatedly(runs: str, rounds: int) -> str:
+    """Worker of the test below: ensure_writable over and over; the first error, or ''."""
+    store = ResultsStore(Path(runs))
+    try:
+        for _ in range(rounds):
+            store.ensure_writable()
+    except UserError as exc:
+        return str(exc)
+    return ""
+
+
+def test_ensure_writable_in_concurrent_processes(tmp_path: Path) -> None:
+    """Runs and sweep workers started together into one new results folder all start: each
+    write probe is their own, so one process never deletes another's probe under it."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(4) as pool:
+        errors = pool.starmap(_probe_repeatedly, [(str(tmp_path / "results"), 400)] * 4)
+    assert errors == ["", "", "", ""]
+    assert list((tmp_path / "results" / "runs").iterdir()) == []  # no probe left behind
