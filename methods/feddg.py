@@ -23,7 +23,8 @@ of the latest `bank_size` views' low bands, filled as training proceeds, instead
 site's images computed beforehand; the paper's interpolation (`freq_mode = interpolate`) by
 default, the code's DC-only full swap as `freq_mode = dc_swap`; 1 input channel, one sigmoid
 output with the non-squared soft Dice (smooth 1e-5); threshold 0.5 without the code's
-largest-component step; weight decay 1e-3 (the harness protocol; the code uses none); the
+largest-component step; weight decay 1e-3 (the harness protocol; the code uses none); Adam's rate
+follows the profile's poly decay (the code keeps it constant; beta is not scheduled); the
 harness's flips / rot90 (the code has no augmentation besides the frequency transform).
 Random draws in `update` (partner clients, bank entries, lam) come from torch's global
 generator, which the harness seeds per (seed, epoch). The `quick` profile uses base width 6
