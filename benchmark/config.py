@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.errors import UserError, closest
+from benchmark.lr_schedule import SCHEDULES
 from benchmark.valid import Valid, parse_structured
 
 
@@ -56,7 +57,7 @@ PROFILE_VALID: dict[str, Valid] = {
     "split_seed": Valid.integer(0, 2**31 - 1),
     "geometric_aug": Valid.flag(),
     "threshold": Valid.number(0.0, 1.0, low_open=True, high_open=True),
-    "lr_schedule": Valid.choice("poly", "constant"),
+    "lr_schedule": Valid.choice(*SCHEDULES),
 }
 
 PROFILES: dict[str, Profile] = {

@@ -11,13 +11,19 @@ The factor is a pure function of the global step, and each parameter group's sta
 kept in the group itself (`initial_lr`, saved with the optimizer), so a resumed run sets the
 same rates as an uninterrupted one. A method whose published recipe has its own schedule
 (`Method.own_lr_schedule`, e.g. SADN's exponential decay) is left alone.
+
+Written here rather than with `torch.optim.lr_scheduler.PolynomialLR`: that scheduler is a
+stateful object per optimizer, updated multiplicatively step by step, which every method would
+have to create, save and restore; the harness owns the steps and needs none of that.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 SCHEDULES = ("poly", "constant")
 POLY_POWER = 0.9  # the official Swin-Unet trainer's exponent (nnU-Net uses the same)
