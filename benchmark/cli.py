@@ -413,7 +413,10 @@ def perf_shift(
         raise typer.Exit(1)
 
 
-from benchmark import cli_data  # noqa: E402,F401  (registers data add/list/verify, perf data)
+from benchmark import (  # noqa: E402  (registering commands on app, after it is built)
+    cli_data,  # noqa: F401  (registers data add/list/verify, perf data)
+    cli_pretrain,  # noqa: F401  (registers pretrain)
+)
 from benchmark.cli_sweep import sweep_app  # noqa: E402
 
 app.add_typer(sweep_app, name="sweep")

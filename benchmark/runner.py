@@ -40,6 +40,7 @@ from benchmark.config import (
 )
 from benchmark.errors import UserError
 from benchmark.evaluate import evaluate
+from benchmark.paths import default_cache_dir, default_results_dir
 from benchmark.progress import NullReporter, Reporter
 from benchmark.registry import MethodInfo, get_method, resolve_domain, stand_in_note
 from benchmark.store import ResultsStore, RunRecord, now_iso
@@ -47,23 +48,14 @@ from benchmark.trainer import load_checkpoint, seed_everything, train
 from benchmark.validate import resolve_config
 from datasets.domain import Domain, DomainData
 from datasets.splits import make_split, split_hash
+from methods.networks.formula_weights import (
+    FORMULA,
+    rebuild_command,
+    using_cache,
+    weights_identity,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def default_cache_dir() -> Path:
-    """$CALCBENCH_CACHE, else $XDG_CACHE_HOME/calcbench, else ~/.cache/calcbench; absolute,
-    so that cluster workers started in another folder use the same cache."""
-    if os.environ.get("CALCBENCH_CACHE"):
-        return Path(os.environ["CALCBENCH_CACHE"]).expanduser().absolute()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return (Path(base).expanduser() / "calcbench").absolute()
-
-
-def default_results_dir() -> Path:
-    """$CALCBENCH_RESULTS, else ./results; absolute (resolved against this process's folder),
-    so that cluster workers whose working folder differs write to the same place."""
-    return Path(os.environ.get("CALCBENCH_RESULTS", "results")).expanduser().absolute()
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -250,7 +242,9 @@ def plan_run(req: RunRequest, reporter: Reporter) -> RunPlan:
     this same function to name their jobs.
     """
     info = get_method(req.method)
-    profile, hparams = resolve_config(info.cls, req.profile, req.sets, req.trial)
+    with using_cache(req.cache_dir):
+        profile, hparams = resolve_config(info.cls, req.profile, req.sets, req.trial)
+        weights = formula_identity(info.cls, hparams, profile)
     domains = _domains([req.source, *req.targets], reporter)
     source = domains[req.source]
     version = code_version(info)
@@ -259,6 +253,8 @@ def plan_run(req: RunRequest, reporter: Reporter) -> RunPlan:
         "profile": profile.to_dict(), "hparams": hparams, "seed": req.seed,
         "code_version": version,
     }
+    if weights is not None:  # other formula weights, another run (absent otherwise: old ids hold)
+        identity["formula_weights_sha256"] = weights
     # The readable prefix is cut (long TOML paths), never the hash that makes the id unique.
     prefix = f"{info.name}-{req.source}-{profile.name}-s{req.seed}"[:70]
     run_id = f"{prefix}-{seed_hash(identity):08x}"
@@ -266,8 +262,30 @@ def plan_run(req: RunRequest, reporter: Reporter) -> RunPlan:
     return RunPlan(info, profile, hparams, version, domains, run_id)
 
 
+def formula_identity(cls: type, hparams: dict[str, Any], profile: Profile) -> str | None:
+    """The SHA-256 of the formula weights a run starts from (`pretrained=formula`), else None."""
+    if str(hparams.get("pretrained") or "").strip().lower() != FORMULA:
+        return None
+    net = cls.formula_network(hparams, profile.image_size)
+    if net is None:
+        return None
+    return weights_identity(net, profile.image_size,
+                            rebuild_command(cls.name, profile.image_size))
+
+
+def weights_from_checkpoint(hparams: dict[str, Any]) -> dict[str, Any]:
+    """`hparams` for rebuilding a trained method whose checkpoint is loaded next: its start
+    weights (ImageNet, formula) are overwritten anyway, so none are read or required."""
+    return {**hparams, "pretrained": "none"} if "pretrained" in hparams else hparams
+
+
 def run(req: RunRequest, reporter: Reporter) -> RunOutcome:
     """Train (or reuse) `req.method` on `req.source` and evaluate the source and each target."""
+    with using_cache(req.cache_dir):
+        return _run(req, reporter)
+
+
+def _run(req: RunRequest, reporter: Reporter) -> RunOutcome:
     plan = plan_run(req, reporter)
     info, profile, hparams, version, domains, run_id = (
         plan.info, plan.profile, plan.hparams, plan.version, plan.domains, plan.run_id)
@@ -569,8 +587,8 @@ def eval_run(run_id: str, targets: list[str], results_dir: Path, cache_dir: Path
                                                   ["split_fractions"])})
     device = resolve_device(device_spec)
     domains = _domains(targets, reporter)
-    method = info.cls(record.info["hparams"], device, profile.image_size,
-                      amp=device.type == "cuda")
+    method = info.cls(weights_from_checkpoint(record.info["hparams"]), device,
+                      profile.image_size, amp=device.type == "cuda")
     try:
         method.load_state_dict(load_checkpoint(ckpt)["method"])
     except (RuntimeError, KeyError, EOFError) as exc:

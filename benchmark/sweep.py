@@ -668,7 +668,10 @@ def _time_step(job: Job, profile: Any, steps: int) -> tuple[float, float]:
     from benchmark.registry import get_method
 
     torch.manual_seed(0)
-    method = get_method(job.method).cls(job.hparams, torch.device("cpu"), profile.image_size)
+    hparams = dict(job.hparams)
+    if "pretrained" in hparams:  # the start weights do not change a step's time
+        hparams["pretrained"] = "none"
+    method = get_method(job.method).cls(hparams, torch.device("cpu"), profile.image_size)
     s, b = profile.image_size, profile.batch_size
     gen = torch.Generator().manual_seed(0)
     batch = {"image": torch.rand(b, 1, s, s, generator=gen),

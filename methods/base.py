@@ -77,6 +77,13 @@ class Method(abc.ABC):
         """Hyper-parameters with per-profile defaults and samplers (override and extend)."""
         return []
 
+    @classmethod
+    def formula_network(cls, hparams: dict[str, Any], image_size: int) -> nn.Module | None:
+        """The plain network `bench pretrain` pretrains for this method (random init), or None
+        when the method takes no formula weights. Methods that share one network layout (the
+        Swin family) return the same network, so they share one weights file."""
+        return None
+
     @classmethod  # noqa: B027 - optional hook
     def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
         """Raise UserError (one line naming the keys) when valid hparams and profile values

@@ -157,6 +157,14 @@ class MultiBranchMethod(PseudoDomainMethod):
             raise UserError(f"{cls.name}: bezier_pairs={hparams['bezier_pairs']} needs "
                             "bezier_strategy=mean or random (the paper's strategy is one pair)")
 
+    @classmethod
+    def formula_network(cls, hparams: dict[str, Any], image_size: int) -> nn.Module | None:
+        """The Swin family's plain Swin-Unet (its LayerNorms are multiplied after loading, so
+        every branch starts from the pretrained norm); the multi-LN U-Nets take none."""
+        if cls.backbone == "swin":
+            return SwinUnetMethod.formula_network(hparams, image_size)
+        return None
+
     def pseudo_domains(self) -> list[PseudoDomain]:
         if not self.augment:
             return [PseudoDomain("source", (identity,))]

@@ -21,8 +21,10 @@ Page: docs/methods/swinunet.md (reference: HuCaoFighting/Swin-Unet). Network: `S
   released configs start from ImageNet Swin weights: timm's Swin of the same width, depths and
   heads (the paper config is Swin-S's shape), read through timm from the Hugging Face cache
   (methods/networks/timm_weights.py), bias tables resized to our window and mirrored into the
-  decoder as Swin-Unet's `load_from` does. `none` (smoke, quick: nothing is downloaded) trains
-  from scratch; a file path loads a local ImageNet Swin checkpoint the same way.
+  decoder as Swin-Unet's `load_from` does. `formula` (the smoke and quick default: no internet,
+  no GPU) loads the data-free weights of `bench pretrain` (methods/networks/formula_weights.py):
+  the whole network, decoder and head included, pretrained on formula-drawn shapes. `none`
+  trains from scratch; a file path loads formula weights or a local ImageNet Swin checkpoint.
 
 List hparams can be overridden like the others: `--set depths=[2,2,6,2] num_heads=[3,6,12,24]`.
 """
@@ -41,6 +43,12 @@ from benchmark.registry import register_method
 from benchmark.valid import Valid
 from methods.base import SingleNetworkMethod
 from methods.losses import bce_dice_loss
+from methods.networks.formula_weights import (
+    init_formula,
+    is_formula_file,
+    rebuild_command,
+    weights_for,
+)
 from methods.networks.swin_pretrained import (
     load_swin_imagenet,
     load_swin_pretrained,
@@ -88,7 +96,7 @@ class SwinUnetMethod(SingleNetworkMethod):
             HParam("drop_path_rate", {"smoke": 0.1, "quick": 0.1, "paper": 0.2},
                    lambda r: float(r.choice([0.0, 0.1, 0.2])), "stochastic depth (max rate)",
                    valid=Valid.number(0.0, 1.0, high_open=True)),
-            pretrained_hparam("timm's ImageNet Swin of the same shape"),
+            pretrained_hparam("timm's ImageNet Swin of the same shape", formula=True),
         ]
 
     @classmethod
@@ -96,18 +104,24 @@ class SwinUnetMethod(SingleNetworkMethod):
         """Stages vs heads, head divisibility and the window vs every token grid."""
         check_swin_config(cls.name, hparams, profile.image_size)
 
-    def build_network(self) -> nn.Module:
-        hp = self.hparams
+    @classmethod
+    def formula_network(cls, hparams: dict[str, Any], image_size: int) -> nn.Module:
+        """The Swin-Unet these hparams describe, at random init: what `bench pretrain` trains."""
+        hp = hparams
         try:
-            net = SwinUnet(
-                img_size=self.image_size, patch_size=_int(hp, "patch_size"), in_chans=1,
+            return SwinUnet(
+                img_size=image_size, patch_size=_int(hp, "patch_size"), in_chans=1,
                 num_classes=1, embed_dim=_int(hp, "embed_dim"), depths=_int_list(hp, "depths"),
                 num_heads=_int_list(hp, "num_heads"), window_size=_int(hp, "window_size"),
                 mlp_ratio=float(hp["mlp_ratio"]), drop_path_rate=float(hp["drop_path_rate"]),
                 qkv_bias=True)
         except ValueError as err:
             raise UserError(f"swinunet hparams: {err}") from err
-        self.init = init_swin_unet(net, hp["pretrained"])
+
+    def build_network(self) -> nn.Module:
+        net = SwinUnetMethod.formula_network(self.hparams, self.image_size)
+        self.init = init_swin_unet(net, self.hparams["pretrained"], self.image_size,
+                                   type(self).name)
         return net
 
     def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -115,7 +129,8 @@ class SwinUnetMethod(SingleNetworkMethod):
 
 
 def check_swin_config(method: str, hp: dict[str, Any], image_size: int) -> None:
-    """UserError naming the hparams when the Swin-Unet shape does not fit `image_size`."""
+    """UserError naming the hparams when the Swin-Unet shape does not fit `image_size`, or
+    when the weights it is to start from cannot be had (checked before any data is made)."""
     try:
         check_shape(image_size, _int(hp, "patch_size"), _int(hp, "embed_dim"),
                     _int_list(hp, "depths"), _int_list(hp, "num_heads"),
@@ -124,18 +139,27 @@ def check_swin_config(method: str, hp: dict[str, Any], image_size: int) -> None:
         text = str(err).replace(f"image size {image_size}", f"image_size={image_size}")
         where = "" if "image_size=" in text else f" (image_size={image_size})"
         raise UserError(f"{method} hparams: {text}{where}") from err
-    if init_kind(hp.get("pretrained")) == "imagenet":  # before any data is generated
+    kind = init_kind(hp.get("pretrained"))
+    if kind == "imagenet":  # before any data is generated
         check_imagenet_available(swin_imagenet_arch_for(
             _int(hp, "embed_dim"), _int_list(hp, "depths"), _int_list(hp, "num_heads")))
+    elif kind == "formula":
+        net = SwinUnetMethod.formula_network(hp, image_size)
+        weights_for(net, image_size, rebuild_command(method, image_size))
 
 
-def init_swin_unet(net: nn.Module, pretrained: Any) -> str:
-    """Initialise `net` as the `pretrained` hparam says; returns run.json's `init` text."""
+def init_swin_unet(net: nn.Module, pretrained: Any, image_size: int, method: str) -> str:
+    """Initialise `net` as the `pretrained` hparam says; returns run.json's `init` text.
+
+    A file is either formula weights (`bench pretrain`'s format: the whole network, strictly)
+    or an ImageNet Swin checkpoint (the encoder, mirrored into the decoder)."""
     kind = init_kind(pretrained)
     if kind == "scratch":
         return "scratch"
     if kind == "imagenet":
         return f"imagenet (timm {load_swin_imagenet(net)['arch']})"
+    if kind == "formula" or is_formula_file(str(pretrained)):
+        return init_formula(net, str(pretrained), image_size, method)
     load_swin_pretrained(net, str(pretrained))
     return f"file {Path(str(pretrained)).name}"
 

@@ -17,8 +17,10 @@ from torch import nn
 
 from benchmark.config import HParam, Profile
 from benchmark.registry import register_method
+from benchmark.valid import Valid
 from methods.base import CHANNELS_RANGE, SingleNetworkMethod, require_divisible
 from methods.losses import bce_dice_loss
+from methods.networks.formula_weights import FORMULA, init_formula, rebuild_command, weights_for
 from methods.networks.unet import UNet
 
 
@@ -34,15 +36,34 @@ class UnetMethod(SingleNetworkMethod):
             HParam("base_channels", {"smoke": 4, "quick": 16, "paper": 64},
                    lambda r: int(r.choice([16, 32, 64])), "width of the first U-Net level",
                    valid=CHANNELS_RANGE),
+            # the U-Net paper trains from scratch; formula weights are for the fairness row
+            # (what the data-free pretraining alone does to a CNN)
+            HParam("pretrained", "none", None,
+                   "initialisation: none (from scratch, as the U-Net paper) | formula (bench "
+                   "pretrain's data-free weights) | the path of a formula weights file",
+                   valid=Valid.choice_or_path("", "none", FORMULA)),
         ]
 
     @classmethod
     def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
-        """The U-Net pools four times: the input side must be a multiple of 16."""
+        """The U-Net pools four times: the input side must be a multiple of 16; formula weights
+        must exist before any data is made."""
         require_divisible(cls.name, profile.image_size, 16, "the U-Net pools four times")
+        if str(hparams.get("pretrained") or "").strip().lower() == FORMULA:
+            weights_for(cls.formula_network(hparams, profile.image_size), profile.image_size,
+                        rebuild_command(cls.name, profile.image_size))
+
+    @classmethod
+    def formula_network(cls, hparams: dict[str, Any], image_size: int) -> nn.Module:
+        """The U-Net these hparams describe, at random init: what `bench pretrain` trains."""
+        return UNet(in_channels=1, out_channels=1, base=int(hparams["base_channels"]))
 
     def build_network(self) -> nn.Module:
-        return UNet(in_channels=1, out_channels=1, base=int(self.hparams["base_channels"]))
+        net = self.formula_network(self.hparams, self.image_size)
+        pretrained = str(self.hparams.get("pretrained") or "none")
+        if pretrained.strip().lower() not in ("", "none"):
+            self.init = init_formula(net, pretrained, self.image_size, type(self).name)
+        return net
 
     def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
         return bce_dice_loss(logits, masks)

@@ -174,16 +174,19 @@ def test_imagenet_errors_name_the_problem() -> None:
         SwinUnetMethod(hp, CPU, 32)  # the smoke width has no ImageNet twin
     with pytest.raises(UserError, match="publishes no ImageNet weights for 'mobilenetv2_035'"):
         create_pretrained("mobilenetv2_035")
-    assert [init_kind(v) for v in ("", "none", "None", "imagenet", "/x.pth")] == [
-        "scratch", "scratch", "scratch", "imagenet", "file"]
+    assert [init_kind(v) for v in ("", "none", "None", "imagenet", "formula", "/x.pth")] == [
+        "scratch", "scratch", "scratch", "imagenet", "formula", "file"]
 
 
 def test_paper_profile_defaults_to_imagenet_and_quick_stays_offline() -> None:
-    for cls in (SwinUnetMethod, MlnNet, ResnetMethod, DofeMethod):
+    """Offline profiles: the Swin family starts from formula weights, Resnet and DoFE from
+    scratch (they take no formula weights yet); nothing is downloaded at smoke or quick."""
+    for cls, offline in ((SwinUnetMethod, "formula"), (MlnNet, "formula"),
+                         (ResnetMethod, "scratch"), (DofeMethod, "scratch")):
         space = cls.hparam_space()
         assert resolve_hparams(space, "paper")["pretrained"] == "imagenet", cls
-        assert init_kind(resolve_hparams(space, "quick")["pretrained"]) == "scratch", cls
-        assert init_kind(resolve_hparams(space, "smoke")["pretrained"]) == "scratch", cls
+        assert init_kind(resolve_hparams(space, "quick")["pretrained"]) == offline, cls
+        assert init_kind(resolve_hparams(space, "smoke")["pretrained"]) == offline, cls
 
 
 def test_a_local_safetensors_file_works_like_a_pth(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ path with the weights read from a local file (the offline tests use it). Why not
 downloads: timm already knows each model's hub id, file name and key layout.
 
 Values of the `pretrained` hparam, shared by those methods: '' or 'none' (from scratch),
-'imagenet' (timm, as above) or a path to a local checkpoint file.
+'imagenet' (timm, as above), 'formula' (data-free weights of `bench pretrain`, where the method
+takes them: methods/networks/formula_weights.py) or a path to a local checkpoint file.
 """
 
 from __future__ import annotations
@@ -26,29 +27,37 @@ from benchmark.valid import Valid
 
 SCRATCH = ("", "none")
 IMAGENET = "imagenet"
+FORMULA = "formula"
 
 
-def pretrained_hparam(imagenet_source: str, file_kind: str = "a local checkpoint path"
-                      ) -> HParam:
-    """The `pretrained` hparam of a method whose reference code starts from ImageNet: scratch
-    at smoke and quick (offline), ImageNet at the paper profile, as its authors trained."""
-    return HParam("pretrained", {"smoke": "none", "quick": "none", "paper": IMAGENET}, None,
+def pretrained_hparam(imagenet_source: str, file_kind: str = "a local checkpoint path",
+                      formula: bool = False) -> HParam:
+    """The `pretrained` hparam of a method whose reference code starts from ImageNet: ImageNet
+    at the paper profile, as its authors trained. At smoke and quick (offline, CPU) it is
+    `formula` where the method takes formula-pretrained weights (bench pretrain), else none."""
+    offline = FORMULA if formula else "none"
+    words = (*SCRATCH, IMAGENET, FORMULA) if formula else (*SCRATCH, IMAGENET)
+    formula_text = (" | formula (bench pretrain's data-free weights: the cache's, else the "
+                    "shipped ones)") if formula else ""
+    return HParam("pretrained", {"smoke": offline, "quick": offline, "paper": IMAGENET}, None,
                   f"initialisation: none (from scratch) | imagenet ({imagenet_source}, from "
-                  f"the Hugging Face cache) | {file_kind}",
-                  valid=Valid.choice_or_path(*SCRATCH, IMAGENET))
+                  f"the Hugging Face cache){formula_text} | {file_kind}",
+                  valid=Valid.choice_or_path(*words))
 
 
 def init_kind(value: object) -> str:
-    """'scratch', 'imagenet' or 'file' for a `pretrained` hparam value (UserError if not a str)."""
+    """'scratch', 'imagenet', 'formula' or 'file' for a `pretrained` hparam value (UserError if
+    not a str)."""
     if value is None or value is False:
         return "scratch"
     if not isinstance(value, str):
-        raise UserError(f"pretrained: expected 'none', 'imagenet' or a file path, got {value!r}")
+        raise UserError(f"pretrained: expected 'none', 'imagenet', 'formula' or a file path, "
+                        f"got {value!r}")
     text = value.strip()
     if text.lower() in SCRATCH:
         return "scratch"
-    if text.lower() == IMAGENET:
-        return "imagenet"
+    if text.lower() in (IMAGENET, FORMULA):
+        return text.lower()
     return "file"
 
 
