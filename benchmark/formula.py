@@ -34,6 +34,11 @@ region rather than the texture's parts, and half are the ellipses, polygons and 
 at least 4 px in size (a lone speck is never a target there: small discs occur only as a
 texture, so the target is always a region, whatever fills it).
 
+The `textures` pretext asks to tell texture from intensity: 0-6 textured regions are the
+targets, drawn over 0-16 plain shapes (ellipses, polygons and strokes of 2 px to a third of the
+image, either polarity, half of them blurred by up to 2 px) that are not targets; rescaled
+into [0, 1] like `regions`.
+
 Image i of stream k under seed s is drawn from numpy's PCG64 seeded with
 (GENERATOR_VERSION, s, k, i) (plus the pretext's index for `regions`): the same tuple gives the
 same image on any machine and in any order, so a resumed pretraining sees exactly the batches
@@ -58,9 +63,12 @@ SHAPE_WEIGHTS = (0.30, 0.20, 0.25, 0.25)
 MAX_SHAPES = 24
 #: The pretexts: `shapes` (objects defined by their intensity) and `regions` (half of the
 #: objects are regions defined by their texture alone; see `textured_region`).
-PRETEXTS = ("shapes", "regions")
+PRETEXTS = ("shapes", "regions", "textures")
 TEXTURES = ("speckle", "grain", "grating")
 MAX_OBJECTS_REGIONS = 12
+#: `textures`: up to this many textured regions (the targets) among up to MAX_DISTRACTORS
+#: plain shapes (not targets)
+MAX_TEXTURED, MAX_DISTRACTORS = 6, 16
 
 
 def sample(seed: int, index: int, size: int, stream: int = TRAIN_STREAM,
@@ -74,6 +82,8 @@ def sample(seed: int, index: int, size: int, stream: int = TRAIN_STREAM,
     rng = np.random.default_rng(entropy)
     image, sigma = background(rng, size)
     mask = np.zeros((size, size), dtype=bool)
+    if pretext == "textures":
+        return _textures(rng, image, sigma, mask, size)
     regions = pretext == "regions"
     count = MAX_OBJECTS_REGIONS if regions else MAX_SHAPES
     for _ in range(int(rng.integers(0, count + 1))):
@@ -112,6 +122,37 @@ def sample(seed: int, index: int, size: int, stream: int = TRAIN_STREAM,
     if rng.random() < 0.2:
         image = 1.0 - image
     return np.clip(image, 0.0, 1.0).astype(np.float32), mask.astype(np.uint8)
+
+
+def _textures(rng: np.random.Generator, image: np.ndarray, sigma: float, mask: np.ndarray,
+              size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `textures` pretext: textured regions are the targets, plain shapes are not."""
+    for _ in range(int(rng.integers(0, MAX_DISTRACTORS + 1))):  # drawn first, under the regions
+        kind = SHAPE_KINDS[int(rng.integers(0, 3))]
+        s = float(np.exp(rng.uniform(np.log(2.0), np.log(max(size / 3.0, 2.0)))))
+        cover, origin = _coverage(rng, kind, s, rng.uniform(0, size, 2))
+        placed = _place(cover, origin, size)
+        if placed is None:
+            continue
+        cov, (r0, r1, c0, c1) = placed
+        amplitude = (rng.uniform(0.05, 0.4) + sigma) * (1.0 if rng.random() < 0.5 else -1.0)
+        layer = cov * amplitude
+        if rng.random() < 0.5:
+            layer = ndimage.gaussian_filter(layer, rng.uniform(0.0, 2.0), mode="constant")
+        image[r0:r1, c0:c1] += layer
+    for _ in range(int(rng.integers(0, MAX_TEXTURED + 1))):
+        placed_region = textured_region(rng, size, sigma)
+        if placed_region is not None:
+            layer, foot, (r0, r1, c0, c1) = placed_region
+            image[r0:r1, c0:c1] += layer
+            mask[r0:r1, c0:c1] |= foot
+    image += rng.normal(0.0, rng.uniform(0.0, 0.03), image.shape)
+    lo, hi = float(image.min()), float(image.max())
+    if lo < 0.0 or hi > 1.0:
+        image = (image - min(lo, 0.0)) / (max(hi, 1.0) - min(lo, 0.0))
+    if rng.random() < 0.2:
+        image = 1.0 - image
+    return image.astype(np.float32), mask.astype(np.uint8)
 
 
 def batch(seed: int, start: int, count: int, size: int, stream: int = TRAIN_STREAM,

@@ -64,6 +64,39 @@ def test_generator_draws_generic_targets_at_a_few_percent() -> None:
     assert sum(m.any() for m in masks) >= 50  # nearly every image has a target
 
 
+@pytest.mark.parametrize("pretext", formula.PRETEXTS)
+def test_every_pretext_is_deterministic_and_in_range(pretext: str) -> None:
+    a = formula.batch(1, 0, 6, 64, pretext=pretext)
+    b = formula.batch(1, 0, 6, 64, pretext=pretext)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert 0.0 <= a[0].min() and a[0].max() <= 1.0 and set(np.unique(a[1])) <= {0.0, 1.0}
+    if pretext != "shapes":  # the added pretexts never reuse the seeds of `shapes`
+        assert not np.array_equal(a[0], formula.batch(1, 0, 6, 64)[0])
+
+
+def test_textures_pretext_leaves_plain_shapes_out_of_the_target(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`textures`: the mask covers textured regions only; plain shapes are drawn but unmarked."""
+    monkeypatch.setattr(formula, "MAX_TEXTURED", 0)  # plain shapes only
+    pairs = [formula.sample(0, i, 64, pretext="textures") for i in range(10)]
+    assert all(not m.any() for _, m in pairs)
+    rng = np.random.default_rng([formula.GENERATOR_VERSION, 0, 0, 0, 2])
+    plain, _ = formula.background(rng, 64)  # what image 0 would be with nothing drawn on it
+    assert float(np.abs(pairs[0][0] - plain).max()) > 0.05  # ...but shapes were drawn
+    monkeypatch.undo()
+    masks = [formula.sample(0, i, 128, pretext="textures")[1] for i in range(40)]
+    shapes = [formula.sample(0, i, 128, pretext="shapes")[1] for i in range(40)]
+    assert 0.005 < np.mean(masks) < np.mean(shapes)  # fewer targets than objects drawn
+
+
+def test_an_unknown_pretext_is_a_one_line_error(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_app(["pretrain", "--method", "swinunet", "--profile", "smoke", "--pretext",
+                    "fractals", "--cache-dir", str(tmp_path)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "--pretext must be one of shapes, regions, textures" in err
+
+
 def _pretrain(cache: Path, steps: int = 6, method: str = "swinunet", **kw: object) -> Path:
     out = pretrain(PretrainRequest(method=method, profile="smoke", steps=steps,
                                    cache_dir=cache, **kw), NullReporter())  # type: ignore[arg-type]
