@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from benchmark.cli_common import (
     CacheOpt,
@@ -16,6 +17,7 @@ from benchmark.cli_common import (
     _threads,
     app,
     console,
+    list_app,
     user_errors,
 )
 
@@ -70,3 +72,31 @@ def pretrain(
     console.print(f"formula weights: {outcome.weights} ({outcome.total} steps, held-out pretext "
                   f"DSC {dsc}); manifest {outcome.weights.with_suffix('.json')}",
                   highlight=False, soft_wrap=True)
+
+
+@list_app.command("pretrained")
+@user_errors
+def list_pretrained(
+    extra: Annotated[list[Path] | None, typer.Argument(
+        help="further weights files or manifests to show (e.g. a pretext variant's)")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        help="also draw their held-out pretext DSC against the step (PNG)")] = None,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Formula weights here: the cache's, the shipped ones and any given; one row each."""
+    from benchmark.pretrain import known_weights, plot_curves
+
+    _, cache = _dirs(None, cache_dir)
+    rows = known_weights(cache, list(extra or []))
+    table = Table(title="formula weights (pretrained=formula looks in the cache first)")
+    for col in ("arch key", "where", "method", "profile", "pretext", "steps", "pretext DSC",
+                "dtype", "sha256"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["arch_key"], row["where"], row["method"], row["profile"],
+                      row["pretext"], str(row["steps"]), row["dsc"], row["dtype"],
+                      row["sha256"][:12])
+    console.print(table)
+    if plot is not None:
+        console.print(f"curves: {plot_curves(rows, plot.expanduser().absolute())}",
+                      highlight=False)

@@ -320,3 +320,58 @@ def _shown_path(path: Path) -> str:
 def _tag(pretext: str) -> str:
     """The work-folder tag of a pretext (none for `shapes`, whose folders predate the others)."""
     return "" if pretext == "shapes" else f"-{pretext}"
+
+
+def known_weights(cache_dir: Path | None, extra: list[Path]) -> list[dict[str, Any]]:
+    """One row per formula weights manifest: the cache's, the shipped ones, then `extra`."""
+    from methods.networks.formula_weights import SHIPPED_DIR
+
+    found: list[tuple[str, Path]] = []
+    for where, folder in (("cache", cache_weights_dir(cache_dir)), ("shipped", SHIPPED_DIR)):
+        found += [(where, p) for p in sorted(folder.glob("*.json"))]
+    for path in extra:
+        manifest = path if path.suffix == ".json" else path.with_suffix(".json")
+        if not manifest.is_file():
+            raise UserError(f"'{path}': no formula weights manifest ({manifest.name}) there")
+        found.append(("given", manifest))
+    rows = []
+    for where, path in found:
+        try:
+            m = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"formula weights manifest '{path}' is unreadable "
+                            f"({type(err).__name__})") from None
+        if m.get("format") != FILE_FORMAT:
+            continue
+        curve = m.get("curve") or []
+        rows.append({"arch_key": m.get("arch_key", "?"), "where": where, "path": str(path),
+                     "method": m.get("method", "?"), "profile": m.get("profile", "?"),
+                     "pretext": m.get("pretext", "shapes"), "steps": m.get("steps", "?"),
+                     "dsc": f"{curve[-1]['val_dsc']:.3f}" if curve else "-",
+                     "dtype": m.get("dtype", "?"), "sha256": m.get("sha256", ""),
+                     "curve": curve})
+    return rows
+
+
+def plot_curves(rows: list[dict[str, Any]], out: Path) -> Path:
+    """Held-out pretext DSC against the step, one line per weights file (PNG at `out`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for row in rows:
+        if row["curve"]:
+            ax.plot([p["step"] for p in row["curve"]], [p["val_dsc"] for p in row["curve"]],
+                    marker="o", markersize=3,
+                    label=f"{row['method']} {row['profile']}, {row['pretext']} ({row['where']})")
+    ax.set_xlabel("pretraining step (batch 8)")
+    ax.set_ylabel("held-out pretext DSC")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(out, lambda fh: fig.savefig(fh, format="png", dpi=110))
+    plt.close(fig)
+    return out

@@ -282,3 +282,16 @@ def test_shipped_smoke_weights_rebuild_bit_for_bit(tmp_path: Path) -> None:
     text = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, text
     assert sha256_file(tmp_path / "out" / f"{key}.pt") == manifest["sha256"]
+
+
+def test_list_pretrained_shows_cache_shipped_and_given_files_and_plots_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    own = _pretrain(tmp_path / "cache", steps=4)
+    given = _pretrain(tmp_path / "other", steps=2, pretext="textures")
+    code = run_app(["list", "pretrained", str(given), "--plot", str(tmp_path / "c.png"),
+                    "--cache-dir", str(tmp_path / "cache")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert own.stem in out and "cache" in out and "shipped" in out and "given" in out
+    assert "textures" in out and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert run_app(["list", "pretrained", str(tmp_path / "nothing.pt")]) == 2
