@@ -101,5 +101,6 @@ def test_datasets_use_only_the_harness_primitives() -> None:
     uses = {t for m, ts in edges.items() if m.startswith("datasets") for t in ts
             if not t.startswith("datasets")}
     assert uses <= PRIMITIVES, sorted(uses - PRIMITIVES)
-    for prim in PRIMITIVES:  # leaves: importing them never pulls in the harness
-        assert edges[prim] == set(), (prim, edges[prim])
+    for prim in PRIMITIVES:  # leaves: importing them never pulls in the harness (io raises
+        assert edges[prim] <= PRIMITIVES - {prim}, (prim, edges[prim])  # errors' UserError)
+    assert edges["benchmark.errors"] == set()
