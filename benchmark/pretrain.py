@@ -86,7 +86,7 @@ class PretrainRequest:
     cache_dir: Path | None = None
     out_dir: Path | None = None  # default: <cache>/pretrained
     half: bool = False  # store float16 tensors (the shipped files)
-    pretext: str = "shapes"  # benchmark.formula.PRETEXTS
+    pretext: str = "regions"  # benchmark.formula.PRETEXTS; regions fine-tuned best (docs)
     checkpoint_every: int | None = None
 
 
@@ -281,9 +281,8 @@ def _write_weights(out_dir: Path, key: str, net: nn.Module, req: PretrainRequest
                "state_dict": state}
     path = out_dir / f"{key}.pt"
     atomic_write(path, lambda fh: torch.save(payload, fh))
-    args = [f"--set {shlex.quote(s)}" for s in _without_init(req.sets)]
-    if req.pretext != "shapes":
-        args.append(f"--pretext {req.pretext}")
+    args = [f"--pretext {req.pretext}", *(f"--set {shlex.quote(s)}"
+                                           for s in _without_init(req.sets))]
     if req.half:
         args.append("--half")
     if req.out_dir is not None:
