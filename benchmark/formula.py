@@ -99,29 +99,48 @@ def sample(seed: int, index: int, size: int, stream: int = TRAIN_STREAM,
         kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
         smallest = 4.0 if regions else 1.0  # regions: a lone speck is no target, only texture
         s = float(np.exp(rng.uniform(np.log(smallest), np.log(max(size / 3.0, smallest)))))
-        centre = rng.uniform(0, size, 2)
-        cover, origin = _coverage(rng, kind, s, centre)
-        placed = _place(cover, origin, size)
-        if placed is None:
+        drawn = _plain_shape(rng, image, kind, s, rng.uniform(0, size, 2), sigma, 0.7, 1.0)
+        if drawn is None:
             continue
-        cov, (r0, r1, c0, c1) = placed
-        amplitude = (rng.uniform(0.05, 0.4) + sigma) * (1.0 if rng.random() < 0.7 else -1.0)
-        layer = cov * amplitude
-        if rng.random() < 0.5:
-            layer = ndimage.gaussian_filter(layer, rng.uniform(0.0, 1.0), mode="constant")
-        image[r0:r1, c0:c1] += layer
+        cov, (r0, r1, c0, c1) = drawn
         foot = cov >= 0.5
         if not foot.any():  # a sub-pixel shape: its best-covered pixel
             foot.flat[int(np.argmax(cov))] = True
         mask[r0:r1, c0:c1] |= foot
-    image += rng.normal(0.0, rng.uniform(0.0, 0.03), image.shape)
-    if regions:  # rescaled into [0, 1] rather than clipped, so no saturated object vanishes
+    image = _acquire(rng, image, rescale=regions)
+    return np.clip(image, 0.0, 1.0).astype(np.float32), mask.astype(np.uint8)
+
+
+def _plain_shape(rng: np.random.Generator, image: np.ndarray, kind: str, s: float,
+                 centre: np.ndarray, sigma: float, p_bright: float, max_blur: float,
+                 ) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """Add one intensity-defined shape to `image` (in place): +-(U(0.05, 0.4) + sigma) times
+    its coverage (brighter with probability `p_bright`), blurred by U(0, max_blur) px in half
+    of the shapes. Returns (coverage, box) for the caller to mark, or None if outside."""
+    placed = _place(*_coverage(rng, kind, s, centre), image.shape[0])
+    if placed is None:
+        return None
+    cov, box = placed
+    amplitude = (rng.uniform(0.05, 0.4) + sigma) * (1.0 if rng.random() < p_bright else -1.0)
+    layer = cov * amplitude
+    if rng.random() < 0.5:
+        layer = ndimage.gaussian_filter(layer, rng.uniform(0.0, max_blur), mode="constant")
+    r0, r1, c0, c1 = box
+    image[r0:r1, c0:c1] += layer
+    return cov, box
+
+
+def _acquire(rng: np.random.Generator, image: np.ndarray, rescale: bool) -> np.ndarray:
+    """Gaussian noise of sigma U(0, 0.03); optionally a linear rescale into [0, 1] (instead of
+    the final clip, so that no saturated object vanishes); inversion in 20 % of the images."""
+    image = image + rng.normal(0.0, rng.uniform(0.0, 0.03), image.shape)
+    if rescale:
         lo, hi = float(image.min()), float(image.max())
         if lo < 0.0 or hi > 1.0:
             image = (image - min(lo, 0.0)) / (max(hi, 1.0) - min(lo, 0.0))
     if rng.random() < 0.2:
         image = 1.0 - image
-    return np.clip(image, 0.0, 1.0).astype(np.float32), mask.astype(np.uint8)
+    return image
 
 
 def _textures(rng: np.random.Generator, image: np.ndarray, sigma: float, mask: np.ndarray,
@@ -130,29 +149,14 @@ def _textures(rng: np.random.Generator, image: np.ndarray, sigma: float, mask: n
     for _ in range(int(rng.integers(0, MAX_DISTRACTORS + 1))):  # drawn first, under the regions
         kind = SHAPE_KINDS[int(rng.integers(0, 3))]
         s = float(np.exp(rng.uniform(np.log(2.0), np.log(max(size / 3.0, 2.0)))))
-        cover, origin = _coverage(rng, kind, s, rng.uniform(0, size, 2))
-        placed = _place(cover, origin, size)
-        if placed is None:
-            continue
-        cov, (r0, r1, c0, c1) = placed
-        amplitude = (rng.uniform(0.05, 0.4) + sigma) * (1.0 if rng.random() < 0.5 else -1.0)
-        layer = cov * amplitude
-        if rng.random() < 0.5:
-            layer = ndimage.gaussian_filter(layer, rng.uniform(0.0, 2.0), mode="constant")
-        image[r0:r1, c0:c1] += layer
+        _plain_shape(rng, image, kind, s, rng.uniform(0, size, 2), sigma, 0.5, 2.0)
     for _ in range(int(rng.integers(0, MAX_TEXTURED + 1))):
         placed_region = textured_region(rng, size, sigma)
         if placed_region is not None:
             layer, foot, (r0, r1, c0, c1) = placed_region
             image[r0:r1, c0:c1] += layer
             mask[r0:r1, c0:c1] |= foot
-    image += rng.normal(0.0, rng.uniform(0.0, 0.03), image.shape)
-    lo, hi = float(image.min()), float(image.max())
-    if lo < 0.0 or hi > 1.0:
-        image = (image - min(lo, 0.0)) / (max(hi, 1.0) - min(lo, 0.0))
-    if rng.random() < 0.2:
-        image = 1.0 - image
-    return image.astype(np.float32), mask.astype(np.uint8)
+    return _acquire(rng, image, rescale=True).astype(np.float32), mask.astype(np.uint8)
 
 
 def batch(seed: int, start: int, count: int, size: int, stream: int = TRAIN_STREAM,

@@ -38,6 +38,7 @@ from benchmark.runner import code_version, git_commit, versions
 from benchmark.store import now_iso
 from benchmark.trainer import load_checkpoint, save_checkpoint
 from benchmark.validate import resolve_config
+from methods.base import Method
 from methods.losses import bce_dice_loss
 from methods.networks.formula_weights import (
     FILE_FORMAT,
@@ -111,8 +112,8 @@ def pretext_network(method: str, profile_name: str, sets: list[str]
     profile, hparams = resolve_config(info.cls, profile_name, sets, 0)
     net = info.cls.formula_network(hparams, profile.image_size)
     if net is None:
-        able = [m.name for m in METHODS.all().values()
-                if m.cls.formula_network.__func__ is not _base_formula_network()]
+        able = [m.name for m in METHODS.all().values()  # those that override the hook
+                if m.cls.formula_network.__func__ is not Method.formula_network.__func__]
         raise UserError(f"bench pretrain: method '{info.name}' has no network that takes formula "
                         f"weights; methods that do: {', '.join(sorted(able))}")
     return info, profile, hparams, net
@@ -121,12 +122,6 @@ def pretext_network(method: str, profile_name: str, sets: list[str]
 def _without_init(sets: list[str]) -> list[str]:
     """--set pairs minus `pretrained=...`: the pretext network always starts at random."""
     return [s for s in sets if s.split("=", 1)[0].strip() != "pretrained"]
-
-
-def _base_formula_network() -> Any:
-    from methods.base import Method
-
-    return Method.formula_network.__func__  # type: ignore[attr-defined]
 
 
 def pretext_dsc(net: nn.Module, images: torch.Tensor, masks: torch.Tensor) -> float:

@@ -266,10 +266,7 @@ def formula_identity(cls: type, hparams: dict[str, Any], profile: Profile) -> st
     """The SHA-256 of the formula weights a run starts from (`pretrained=formula`), else None."""
     if str(hparams.get("pretrained") or "").strip().lower() != FORMULA:
         return None
-    net = cls.formula_network(hparams, profile.image_size)
-    if net is None:
-        return None
-    return weights_identity(net, profile.image_size,
+    return weights_identity(cls, hparams, profile.image_size,
                             rebuild_command(cls.name, profile.image_size))
 
 

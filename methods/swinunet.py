@@ -47,7 +47,7 @@ from methods.networks.formula_weights import (
     init_formula,
     is_formula_file,
     rebuild_command,
-    weights_for,
+    weights_for_config,
 )
 from methods.networks.swin_pretrained import (
     load_swin_imagenet,
@@ -144,8 +144,7 @@ def check_swin_config(method: str, hp: dict[str, Any], image_size: int) -> None:
         check_imagenet_available(swin_imagenet_arch_for(
             _int(hp, "embed_dim"), _int_list(hp, "depths"), _int_list(hp, "num_heads")))
     elif kind == "formula":
-        net = SwinUnetMethod.formula_network(hp, image_size)
-        weights_for(net, image_size, rebuild_command(method, image_size))
+        weights_for_config(SwinUnetMethod, hp, image_size, rebuild_command(method, image_size))
 
 
 def init_swin_unet(net: nn.Module, pretrained: Any, image_size: int, method: str) -> str:

@@ -20,7 +20,12 @@ from benchmark.registry import register_method
 from benchmark.valid import Valid
 from methods.base import CHANNELS_RANGE, SingleNetworkMethod, require_divisible
 from methods.losses import bce_dice_loss
-from methods.networks.formula_weights import FORMULA, init_formula, rebuild_command, weights_for
+from methods.networks.formula_weights import (
+    FORMULA,
+    init_formula,
+    rebuild_command,
+    weights_for_config,
+)
 from methods.networks.unet import UNet
 
 
@@ -50,8 +55,8 @@ class UnetMethod(SingleNetworkMethod):
         must exist before any data is made."""
         require_divisible(cls.name, profile.image_size, 16, "the U-Net pools four times")
         if str(hparams.get("pretrained") or "").strip().lower() == FORMULA:
-            weights_for(cls.formula_network(hparams, profile.image_size), profile.image_size,
-                        rebuild_command(cls.name, profile.image_size))
+            weights_for_config(cls, hparams, profile.image_size,
+                               rebuild_command(cls.name, profile.image_size))
 
     @classmethod
     def formula_network(cls, hparams: dict[str, Any], image_size: int) -> nn.Module:

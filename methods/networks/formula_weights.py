@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -58,12 +59,36 @@ def arch_key(net: nn.Module, image_size: int) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    """The file's SHA-256 (hex), read in 1 MiB blocks."""
+    """The file's SHA-256 (hex); computed once per (path, size, mtime) in a process, since a
+    run asks for it twice (its id and its `init` text)."""
+    st = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _config_arch_key(cls: type, hparams_json: str, image_size: int) -> str:
+    net = cls.formula_network(json.loads(hparams_json), image_size)  # type: ignore[attr-defined]
+    return arch_key(net, image_size)
+
+
+def weights_for_config(cls: type, hparams: dict[str, Any], image_size: int,
+                       rebuild: str) -> Path:
+    """`weights_for` from a method class and its hparams, before any network is built for the
+    run: the throw-away network that names the layout is built once per configuration."""
+    key = _config_arch_key(cls, json.dumps(hparams, sort_keys=True, default=str), image_size)
+    found = find_weights(key)
+    if found is None:
+        raise _missing(key, rebuild)
+    return found
 
 
 def find_weights(key: str) -> Path | None:
@@ -115,11 +140,16 @@ def weights_for(net: nn.Module, image_size: int, rebuild: str) -> Path:
     key = arch_key(net, image_size)
     found = find_weights(key)
     if found is None:
-        raise UserError(f"pretrained=formula: no formula weights for this network (arch {key}: "
-                        f"neither {cache_weights_dir() / (key + '.pt')} nor the shipped "
-                        f"{SHIPPED_DIR / (key + '.pt')}); build them with `{rebuild}`, or "
-                        "train from scratch with --set pretrained=none")
+        raise _missing(key, rebuild)
     return found
+
+
+def _missing(key: str, rebuild: str) -> UserError:
+    """The one-line error for formula weights that are neither in the cache nor shipped."""
+    return UserError(f"pretrained=formula: no formula weights for this network (arch {key}: "
+                     f"neither {cache_weights_dir() / (key + '.pt')} nor the shipped "
+                     f"{SHIPPED_DIR / (key + '.pt')}); build them with `{rebuild}`, or train "
+                     "from scratch with --set pretrained=none")
 
 
 def load_formula(net: nn.Module, path: Path, image_size: int, rebuild: str) -> str:
@@ -141,10 +171,10 @@ def load_formula(net: nn.Module, path: Path, image_size: int, rebuild: str) -> s
             f"{sha256_file(path)[:12]})")
 
 
-def weights_identity(net: nn.Module, image_size: int, rebuild: str) -> str:
-    """The SHA-256 of the file `pretrained=formula` would load into `net`: part of a run's id,
-    so a run with other weights is another run."""
-    return sha256_file(weights_for(net, image_size, rebuild))
+def weights_identity(cls: type, hparams: dict[str, Any], image_size: int, rebuild: str) -> str:
+    """The SHA-256 of the file `pretrained=formula` would load for this configuration: part
+    of a run's id, so a run with other weights is another run."""
+    return sha256_file(weights_for_config(cls, hparams, image_size, rebuild))
 
 
 def rebuild_command(method: str, image_size: int) -> str:
