@@ -215,3 +215,23 @@ def test_makespan_is_the_busiest_workers_total() -> None:
     assert makespan(jobs, costs, 1) == 17
     assert makespan(jobs, costs, 2) == 10  # j1, j2 and j3 go to the second worker
     assert makespan(jobs, costs, 8) == 10
+
+
+def test_local_workers_split_the_cores_this_process_may_use() -> None:
+    """Under taskset (or a Slurm allocation) the workers share the allowed cores, not the
+    machine's: one allowed core gives each of 1 or 2 workers one thread."""
+    import os
+    import subprocess
+    import sys
+
+    from benchmark.launchers.local import cpu_threads_per_worker
+
+    allowed = len(os.sched_getaffinity(0))
+    assert cpu_threads_per_worker(1) == allowed
+    assert cpu_threads_per_worker(2) == max(1, allowed // 2)
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
+            "from benchmark.launchers.local import cpu_threads_per_worker as f;"
+            "print(f(1), f(2))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["1", "1"]

@@ -29,8 +29,10 @@ def visible_gpus() -> list[str]:
 
 
 def cpu_threads_per_worker(workers: int) -> int:
-    """The torch CPU threads each of `workers` local workers gets: the cores split evenly."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    """The torch CPU threads each of `workers` local workers gets: the cores this process may
+    use (its CPU affinity, as taskset or a Slurm allocation sets it) split evenly."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(1, workers))
 
 
 def _init_worker(gpu_ids: Any, threads: int) -> None:
