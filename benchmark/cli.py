@@ -415,6 +415,7 @@ def perf_shift(
 
 from benchmark import (  # noqa: E402  (registering commands on app, after it is built)
     cli_data,  # noqa: F401  (registers data add/list/verify, perf data)
+    cli_predict,  # noqa: F401  (registers predict)
     cli_pretrain,  # noqa: F401  (registers pretrain)
 )
 from benchmark.cli_sweep import sweep_app  # noqa: E402

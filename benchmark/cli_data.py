@@ -49,6 +49,8 @@ def data_add(
     ] = None,
     tiles: Annotated[int, typer.Option(help="split into tiles x tiles blocks (paper: 2)")] = 2,
     crop: Annotated[bool, typer.Option(help="crop to the breast before splitting")] = True,
+    flip_right: Annotated[bool, typer.Option(
+        help="mirror right breasts so every chest wall is on the left")] = True,
 ) -> None:
     """Bind NAME to real data; afterwards NAME means this data in every command."""
     from datasets.real.bindings import FORMATS, Binding, save_binding
@@ -79,6 +81,8 @@ def data_add(
         options["tiles"] = tiles
     if not crop:
         options["crop"] = False
+    if not flip_right:
+        options["flip_right"] = False
     binding = Binding(name, format_, str(root.resolve()), options)
     cases, problems = RealDomain(binding).adapter.scan()  # fails before saving a bad binding
     if not cases:

@@ -29,6 +29,7 @@ def _base(sop: str, arr: np.ndarray, bits_stored: int, photometric: str,
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.SOPClassUID = sop
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()  # type 1
     ds.Modality = "MG"
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
@@ -65,13 +66,17 @@ def write_dbt(path: Path, volume: np.ndarray, *, spacing: tuple[float, float],
     Spacing sits in the shared PixelMeasuresSequence only (no top-level PixelSpacing), the
     window in the shared or, with `per_frame_window`, the per-frame FrameVOILUTSequence.
     """
-    ds = _base(DBT_SOP, volume, bits_stored, photometric, extra)
+    ds = _base(DBT_SOP, volume, bits_stored, photometric,
+               {"FrameOfReferenceUID": generate_uid(), **extra})  # the IOD requires one
     ds.NumberOfFrames = int(volume.shape[0])
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
     measures = Dataset()
     measures.PixelSpacing = [f"{spacing[0]:g}", f"{spacing[1]:g}"]
     measures.SliceThickness = "1"
     shared = Dataset()
     shared.PixelMeasuresSequence = Sequence([measures])
+    shared.PlaneOrientationSequence = Sequence([orientation])
     per_frame = []
     for k in range(volume.shape[0]):
         item = Dataset()

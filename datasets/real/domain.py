@@ -30,7 +30,7 @@ from datasets.real.problems import CaseError, Problem, why
 from datasets.shard_build import Sample, ShardWriter, build_store, open_or_build, rows_of
 from datasets.shards import store_folder
 
-PREPROCESS_KEYS = ("tiles", "crop", "min_breast_fraction", "crop_margin")
+PREPROCESS_KEYS = ("tiles", "crop", "min_breast_fraction", "crop_margin", "flip_right")
 MAX_LOGGED_PROBLEMS = 10
 CASES_PER_SHARD = 8  # single images per shard (~32 samples, ~40 MB at 512 px)
 
@@ -286,7 +286,8 @@ def case_samples(case: Case, adapter: Adapter, config: PreprocessConfig, image_s
             sp = (adapter.default_spacing_mm,) * 2
             frame.spacing_source = "dataset default"
             sink.note("defaulted_spacing")
-        for s in preprocess(frame.image, frame.mask, sp, image_size, config):
+        for s in preprocess(frame.image, frame.mask, sp, image_size, config,
+                            case.meta.get("laterality")):
             meta = frame_meta(case, frame, s.block, bool(s.mask.any()))
             iid = meta.pop("_image_id")
             yield Sample(s.image, s.mask, tuple(float(v) for v in s.spacing_mm),

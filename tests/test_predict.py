@@ -1,0 +1,176 @@
+"""`bench predict` end to end: CBIS-DDSM and INbreast fixtures, a folder of DBT volumes,
+DICOM SEG read back with highdicom, resuming, a damaged file, an unknown run, privacy, and
+agreement with the evaluation's own per-case rows on a synthetic domain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from PIL import Image
+
+from benchmark.store import ResultsStore
+from datasets.real.dicom_write import phantom, write_dbt
+from tests.real_cli import bench, config
+from tests.real_fixtures import PRIVATE, SECRET, cbis_ddsm_tree, inbreast_tree
+
+__all__ = ["config"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """One smoke U-Net on the synthetic FFDM stand-in, evaluated on its test split."""
+    base = tmp_path_factory.mktemp("predict")
+    results, cache = base / "results", base / "cache"
+    res = bench("run", "--method", "unet", "--source", "ffdm", "--profile", "smoke",
+                "--no-progress", "--threads", "1", "--set", "epochs=1",
+                "--results-dir", str(results), "--cache-dir", str(cache))
+    assert res.exit_code == 0, res.output
+    run_id = next((results / "runs").iterdir()).name
+    return results, cache, run_id
+
+
+def _predict(trained: tuple[Path, Path, str], *args: str) -> object:
+    results, cache, run_id = trained
+    return bench("predict", run_id, "--results-dir", str(results), "--cache-dir", str(cache),
+                 "--no-progress", "--threads", "1", *args)
+
+
+def _check_seg(seg_path: Path, source: Path, masks: list[np.ndarray]) -> None:
+    """The SEG read back: size, frame count, referenced source instance, pixels = the PNGs."""
+    import highdicom as hd
+
+    seg = hd.seg.segread(seg_path)
+    src = pydicom.dcmread(source, stop_before_pixels=True)
+    assert (seg.Rows, seg.Columns) == (src.Rows, src.Columns)
+    assert int(seg.NumberOfFrames) == len(masks)
+    assert src.SOPInstanceUID in [uids[2] for uids in seg.get_source_image_uids()]
+    pixels = seg.get_volume(combine_segments=True).array if len(masks) > 1 else None
+    stack = np.asarray(seg.pixel_array).reshape(len(masks), src.Rows, src.Columns)
+    if pixels is not None:
+        assert pixels.shape[0] == len(masks)
+    for frame, mask in zip(stack, masks, strict=True):
+        assert np.array_equal(frame.astype(bool), mask > 0)
+    for key in ("PatientName", "PatientBirthDate", "StudyDate", "InstitutionName"):
+        assert not str(seg.get(key, "")), key
+    assert SECRET not in seg_path.read_bytes().decode("latin-1")
+
+
+def test_cbis_ddsm_test_split(trained: tuple[Path, Path, str], tmp_path: Path,
+                              config: Path) -> None:
+    root = tmp_path / "cbis"
+    cbis_ddsm_tree(root)
+    assert bench("data", "add", "cbis", "--format", "cbis-ddsm", "--root", str(root)
+                 ).exit_code == 0
+    out = tmp_path / "out"
+    res = _predict(trained, "--input", "cbis", "--out", str(out))
+    assert res.exit_code in (0, 1), res.output
+    assert "images/s" in res.output and "s per image end to end" in res.output
+    rows = pd.read_csv(out / "predictions.csv")
+    assert len(rows) >= 2 and rows["image_id"].str.startswith("Calc-Test").all()
+    for col in ("predicted_area_mm2", "predicted_clusters", "max_probability", "threshold",
+                "DSC", "TPR"):
+        assert col in rows
+    assert rows["DSC"].notna().all()  # CBIS-DDSM has masks: every row is scored
+    for row in rows.to_dict("records"):
+        mask = np.asarray(Image.open(out / f"{row['image_id']}_mask.png"))
+        assert mask.shape == (row["rows"], row["cols"])
+        over = np.asarray(Image.open(out / f"{row['image_id']}_overlay.png"))
+        assert over.shape == (row["rows"], row["cols"], 3)
+        seg = out / f"{row['image_id']}_seg.dcm"
+        assert seg.is_file()
+    texts = [res.output, (out / "predictions.csv").read_text(),
+             " ".join(p.name for p in out.rglob("*"))]
+    for needle in (SECRET, PRIVATE["PatientID"], PRIVATE["InstitutionName"], "19700101"):
+        assert not any(needle in t for t in texts), needle
+
+
+def test_inbreast_seg_reads_back(trained: tuple[Path, Path, str], tmp_path: Path,
+                                 config: Path) -> None:
+    root = tmp_path / "inbreast"
+    inbreast_tree(root)
+    assert bench("data", "add", "inb", "--format", "inbreast", "--root", str(root)
+                 ).exit_code == 0
+    out = tmp_path / "out"
+    res = _predict(trained, "--input", "inb", "--split", "all", "--out", str(out))
+    assert res.exit_code in (0, 1), res.output
+    rows = pd.read_csv(out / "predictions.csv")
+    assert len(rows) == 8  # every AllDICOMs image (the CSV row without a DICOM is not one)
+    assert rows["flipped"].any() and not rows["flipped"].all()  # R images are mirrored
+    for row in rows.to_dict("records"):
+        dicom = next((root / "AllDICOMs").glob(f"{row['image_id']}_*.dcm"), None) \
+            if (root / "AllDICOMs").is_dir() else None
+        seg = out / f"{row['image_id']}_seg.dcm"
+        if dicom is None or not seg.is_file():
+            continue
+        mask = np.asarray(Image.open(out / f"{row['image_id']}_mask.png"))
+        _check_seg(seg, dicom, [mask])
+    assert any(out.glob("*_seg.dcm")), res.output
+
+
+def test_dbt_folder_volumes_resume_and_a_damaged_file(trained: tuple[Path, Path, str],
+                                                      tmp_path: Path) -> None:
+    folder = tmp_path / "dbt"
+    sources = {}
+    for k, lat in enumerate(("L", "R")):
+        img, _ = phantom(71, 53, seed=k, laterality=lat)
+        vol = np.stack([np.round(img * 4000).astype(np.uint16)] * (4 + k))
+        sources[f"vol{k}"] = write_dbt(
+            folder / f"vol{k}.dcm", vol, spacing=(0.085, 0.085), window=(2000, 4000),
+            ImageLaterality=lat, StudyInstanceUID=pydicom.uid.generate_uid(),
+            SeriesInstanceUID=pydicom.uid.generate_uid(), **PRIVATE)
+    (folder / "broken.dcm").write_bytes(sources["vol0"].read_bytes()[:900])
+    out = tmp_path / "out"
+    res = _predict(trained, "--input", str(folder), "--out", str(out))
+    assert res.exit_code == 1, res.output  # the damaged file is reported, the rest predicted
+    lines = [ln for ln in res.output.splitlines() if "broken.dcm" in ln]
+    assert len(lines) == 1 and "skipped" in lines[0]
+    rows = pd.read_csv(out / "predictions.csv")
+    assert len(rows) == 4 + 5  # every slice of both volumes
+    assert set(rows["slice"]) == {0, 1, 2, 3, 4}
+    for name, source in sources.items():
+        n = 4 if name == "vol0" else 5
+        masks = [np.asarray(Image.open(out / name / f"S{s:03d}_mask.png")) for s in range(n)]
+        assert all(m.shape == (71, 53) for m in masks)
+        _check_seg(out / f"{name}_seg.dcm", source, masks)
+    assert rows.loc[rows["image_id"].str.startswith("vol1"), "flipped"].all()
+    before = (out / "predictions.csv").read_text()
+    again = _predict(trained, "--input", str(folder), "--out", str(out))
+    assert "predicted 0 image(s), skipped 2" in again.output, again.output
+    assert (out / "predictions.csv").read_text() == before
+    (out / ".rows" / "vol1.json").unlink()  # as if killed before vol1 finished
+    third = _predict(trained, "--input", str(folder), "--out", str(out))
+    assert "predicted 5 image(s), skipped 1" in third.output, third.output
+    assert (out / "predictions.csv").read_text() == before
+
+
+def test_synthetic_domain_matches_the_evaluation_rows(trained: tuple[Path, Path, str],
+                                                      tmp_path: Path) -> None:
+    results, _, run_id = trained
+    out = tmp_path / "out"
+    res = _predict(trained, "--input", "ffdm", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    rows = pd.read_csv(out / "predictions.csv").set_index("image_id")
+    cases = ResultsStore(results).cases(run_id)
+    cases = cases[(cases["target"] == "ffdm") & (cases["checkpoint"] == "best")]
+    assert len(rows) == len(cases)
+    merged = cases.set_index("image_id")["DSC"] * 100
+    assert np.allclose(rows.loc[merged.index, "DSC"], merged, atol=1e-6)
+
+
+def test_unknown_run_and_missing_options(trained: tuple[Path, Path, str],
+                                         tmp_path: Path) -> None:
+    results, cache, run_id = trained
+    res = bench("predict", run_id[:-1] + "x", "--input", "ffdm", "--out", str(tmp_path),
+                "--results-dir", str(results))
+    assert res.exit_code == 2
+    assert f"did you mean '{run_id}'" in res.output and len(res.output.strip().splitlines()) == 1
+    res = bench("predict", "--method", "unet", "--source", "dbt", "--profile", "smoke",
+                "--input", "ffdm", "--out", str(tmp_path), "--results-dir", str(results),
+                "--cache-dir", str(cache))
+    assert res.exit_code == 2 and "no run of unet on 'dbt'" in res.output
+    res = bench("predict", run_id, "--out", str(tmp_path), "--results-dir", str(results))
+    assert res.exit_code == 2 and "--input" in res.output
