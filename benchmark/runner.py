@@ -569,15 +569,27 @@ def summary_table(store: ResultsStore, run_id: str, keys: list[str]) -> pd.DataF
 def eval_run(run_id: str, targets: list[str], results_dir: Path, cache_dir: Path,
              device_spec: str, reporter: Reporter, eval_last: bool = False) -> RunOutcome:
     """`bench eval`: evaluate a stored, trained run on more target domains."""
-    from benchmark.trained import load_trained
-
     store = ResultsStore(results_dir)
-    if store.run_dir(run_id).is_dir():
-        store.cases(run_id)  # a damaged results table fails here, before any evaluation
-    trained = load_trained(store, run_id, device_spec)
-    record, method, profile, device = (trained.record, trained.method, trained.profile,
-                                       trained.device)
+    record = store.read(run_id)
+    store.cases(run_id)  # a damaged results table fails here, before any evaluation
+    if not record.trained:
+        raise UserError(f"run '{run_id}' has no finished training (state: "
+                        f"{record.status.get('state')}); rerun `bench run` to finish it")
+    ckpt = record.path / "checkpoints" / "best.pt"
+    if not ckpt.is_file():
+        raise UserError(f"run folder '{record.path}' is incomplete: {ckpt.name} is missing")
+    info = get_method(record.info["method"])
+    profile = Profile(**{**record.info["profile_settings"],
+                         "split_fractions": tuple(record.info["profile_settings"]
+                                                  ["split_fractions"])})
+    device = resolve_device(device_spec)
     domains = _domains(targets, reporter)
+    method = info.cls(weights_from_checkpoint(record.info["hparams"]), device,
+                      profile.image_size, amp=device.type == "cuda")
+    try:
+        method.load_state_dict(load_checkpoint(ckpt)["method"])
+    except (RuntimeError, KeyError, EOFError) as exc:
+        raise UserError(f"checkpoint '{ckpt}' does not load: {exc}") from None
     cache = DataCache(profile, cache_dir, reporter)
     evaluated = {spec: (dom, *cache.get(spec, dom)) for spec, dom in domains.items()}
     _evaluate_checkpoints(store, run_id, method, evaluated, profile, device, reporter,
