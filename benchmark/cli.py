@@ -286,7 +286,12 @@ def leaderboard(
                      ] = False,
     ci: Annotated[bool, typer.Option("--ci", help="show the 95% bootstrap CI in each cell")
                   ] = False,
+    cases: Annotated[bool, typer.Option(
+        "--cases", help="html: embed a case gallery per pairing (predictions regenerated "
+        "from best.pt; see bench show cases)")] = False,
     results_dir: ResultsOpt = None,
+    cache_dir: CacheOpt = None,
+    device: Annotated[str, typer.Option(help="--cases: auto | cpu | cuda")] = "auto",
     out_dir: Annotated[Path | None, typer.Option(
         help="where to write (default: <results>/leaderboards)")] = None,
 ) -> None:
@@ -294,13 +299,13 @@ def leaderboard(
     from benchmark.registry import METHODS
     from benchmark.reports import LeaderboardRequest, make_leaderboards
 
-    results, _ = _dirs(results_dir, None)
+    results, cache = _dirs(results_dir, cache_dir)
     registered = {i.display_name: (i.group, i.name) for i in METHODS.all().values()
                   if i.group in ("P1", "P2", "P3", "ours", "ablation")}
     req = LeaderboardRequest(results, out_dir or results / "leaderboards", format_, table,
                              with_paper, aggregate, select, baseline, metric, n_boot, costs,
-                             lesions, branches, plots, ci)
-    shown, paths = make_leaderboards(req, registered)
+                             lesions, branches, plots, ci, cases, cache, device)
+    shown, paths = make_leaderboards(req, registered, _reporter(False) if cases else None)
     if shown:
         typer.echo(shown)  # plain text: markdown must not be wrapped or styled
     for p in paths:
@@ -417,6 +422,7 @@ from benchmark import (  # noqa: E402  (registering commands on app, after it is
     cli_data,  # noqa: F401  (registers data add/list/verify, perf data)
     cli_predict,  # noqa: F401  (registers predict)
     cli_pretrain,  # noqa: F401  (registers pretrain)
+    cli_show,  # noqa: F401  (registers show cases)
 )
 from benchmark.cli_sweep import sweep_app  # noqa: E402
 

@@ -1,8 +1,8 @@
 """What every `bench` command module shares: the typer apps, the consoles, the one-line
 user-error wrapper, the common options and folder defaults.
 
-benchmark.cli, benchmark.cli_data and benchmark.cli_sweep all import this module (never each
-other), so the command line's import graph has no cycle.
+benchmark.cli, benchmark.cli_data, benchmark.cli_show and benchmark.cli_sweep all import this
+module (never each other), so the command line's import graph has no cycle.
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ data_app = typer.Typer(no_args_is_help=True,
                        help="Inspect domains; bind, list, verify and remove real data.")
 perf_app = typer.Typer(no_args_is_help=True, help="Performance benchmarks (ratios vs a "
                                                   "reference measured in the same run).")
+show_app = typer.Typer(no_args_is_help=True, help="Figures drawn from stored runs (the case "
+                                                  "gallery).")
 app.add_typer(list_app, name="list")
 app.add_typer(data_app, name="data")
 app.add_typer(perf_app, name="perf")
+app.add_typer(show_app, name="show")
 
 console = Console()
 if not console.is_terminal:  # logs and pipes: room for the result table on one line per row

@@ -24,15 +24,15 @@ from benchmark.cli_common import (
 @app.command()
 @user_errors
 def predict(
-    run: Annotated[str | None, typer.Argument(
-        help="run id (a folder under results/runs); or name it with --method/--source")] = None,
     input_: Annotated[str, typer.Option(
         "--input", help="a domain name (its --split), a folder or manifest CSV of DICOM / "
-        "PNG / TIFF files, or one file")] = "",
-    out: Annotated[Path | None, typer.Option("--out", help="output folder")] = None,
+        "PNG / TIFF files, or one file")],
+    out: Annotated[Path, typer.Option("--out", help="output folder")],
+    run: Annotated[str | None, typer.Argument(
+        help="run id (a folder under results/runs); or name it with --method/--source")] = None,
     method: Annotated[str | None, typer.Option(help="name the run: its method")] = None,
     source: Annotated[str | None, typer.Option(help="name the run: its source domain")] = None,
-    seed: Annotated[int, typer.Option(help="name the run: its seed")] = 0,
+    seed: Annotated[int, typer.Option(help="name the run: its seed", min=0, max=2**31 - 1)] = 0,
     profile: Annotated[str, typer.Option(help="name the run: its profile")] = "quick",
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="name the run: its --set overrides")] = None,
@@ -60,11 +60,9 @@ def predict(
     from benchmark.store import ResultsStore
     from benchmark.trained import load_trained, resolve_run_id
 
-    if not input_:
-        raise UserError("bench predict: give --input (a domain name, a folder, a manifest "
-                        "CSV or a file)")
-    if out is None:
-        raise UserError("bench predict: give --out (the output folder)")
+    if not input_.strip():
+        raise UserError("bench predict: --input is empty (give a domain name, a folder, a "
+                        "manifest CSV or a file)")
     _threads(threads)
     results, cache = _dirs(results_dir, cache_dir)
     store = ResultsStore(results)

@@ -13,7 +13,7 @@ import html
 import math
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -30,6 +30,9 @@ from benchmark.leaderboard import (
 from benchmark.plots import all_plots
 from benchmark.sections import branch_table, cost_table, lesion_table
 from benchmark.store import ResultsStore
+
+if TYPE_CHECKING:
+    from benchmark.gallery import PairingGallery
 
 E = html.escape
 
@@ -190,8 +193,10 @@ def _img(path: Path, alt: str) -> str:
 
 def build_html(store: ResultsStore, out_dir: Path, registered: dict[str, tuple[str, str]]
                | None = None, with_paper: bool = True, baseline: str | None = None,
-               aggregate: str = "image", n_boot: int = 1000) -> Path:
-    """Write `out_dir/index.html` (and the PNGs it embeds) from the stored runs."""
+               aggregate: str = "image", n_boot: int = 1000,
+               galleries: list[PairingGallery] | None = None) -> Path:
+    """Write `out_dir/index.html` (and the PNGs it embeds) from the stored runs; `galleries`
+    (`--cases`): the case gallery of each pairing, already written next to the page."""
     got = collect(store, "source-val")
     parts, sections = [], []
     for layout in ("1", "2", "ablation", "matrix"):
@@ -224,6 +229,8 @@ def build_html(store: ResultsStore, out_dir: Path, registered: dict[str, tuple[s
                          "sensitivity at 0.25-4 FP/image."),
             render_frame(branch_table(got), "Branch choice"),
             "<h2>Figures</h2>", *sections]
+    if galleries is not None:
+        page += _galleries_html(galleries)
     if oracle_html:
         page += ["<h2>Oracle model selection (target test) — NOT a valid protocol</h2>",
                  "<p class='note'>Per run and target, the checkpoint (best/last) with the "
@@ -232,6 +239,29 @@ def build_html(store: ResultsStore, out_dir: Path, registered: dict[str, tuple[s
     path = out_dir / "index.html"
     atomic_write_text(path, "\n".join(page))
     return path
+
+
+def _galleries_html(galleries: list[PairingGallery]) -> list[str]:
+    """The "Case galleries" section: per pairing its heading, the embedded PNG (or why there
+    is none) and a note of the methods left out."""
+    from benchmark.gallery import PREDICTION_COLOUR, REFERENCE_COLOUR
+
+    out = ["<h2 id='cases'>Case galleries</h2>",
+           "<p class='note'>Per cross-domain pairing: test cases chosen by the first method's "
+           "per-case DSC (worst, median and best; ties by image id; images with an empty "
+           f"reference left out). Reference contour {E(REFERENCE_COLOUR)} (cyan), each "
+           f"method's thresholded best.pt prediction {E(PREDICTION_COLOUR)} (magenta); every "
+           "cell's DSC is the stored per-case value. bench show cases draws one pairing "
+           "with other rules.</p>"]
+    if not galleries:
+        out.append("<p class='note'>No cross-domain evaluations to draw.</p>")
+    for g in galleries:
+        out.append(f"<h3>{E(g.heading)}</h3>")
+        if g.path is not None:
+            out.append(_img(g.path, f"case gallery {g.heading}"))
+        if g.problem:
+            out.append(f"<p class='note'>{E(g.problem)}</p>")
+    return out
 
 
 def _matrix_html(table: Table) -> str:

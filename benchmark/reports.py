@@ -13,6 +13,7 @@ from benchmark.collect import check_selection, collect
 from benchmark.errors import UserError
 from benchmark.io import atomic_write_text
 from benchmark.leaderboard import LAYOUTS, RENDERERS, build_tables, render_markdown
+from benchmark.progress import NullReporter, Reporter
 from benchmark.sections import (
     branch_table,
     cost_table,
@@ -46,13 +47,20 @@ class LeaderboardRequest:
     branches: bool = False
     plots: bool = False
     ci: bool = False
+    cases: bool = False  # html: a case gallery per pairing (benchmark.gallery)
+    cache_dir: Path | None = None  # the data cache the galleries read the target images from
+    device: str = "auto"  # where the galleries regenerate predictions
 
 
-def make_leaderboards(req: LeaderboardRequest, registered: dict[str, tuple[str, str]]
-                      ) -> tuple[str, list[Path]]:
-    """Render and write; returns (markdown to print, written paths)."""
+def make_leaderboards(req: LeaderboardRequest, registered: dict[str, tuple[str, str]],
+                      reporter: Reporter | None = None) -> tuple[str, list[Path]]:
+    """Render and write; returns (markdown to print, written paths). `reporter` shows the
+    progress of `--cases` (which regenerates predictions)."""
     if req.fmt not in FORMATS:
         raise UserError(f"--format '{req.fmt}': expected one of {', '.join(FORMATS)}")
+    if req.cases and req.fmt != "html":
+        raise UserError(f"--cases embeds case galleries in the HTML page: add --format html "
+                        f"(not '{req.fmt}'), or draw one pairing with `bench show cases`")
     if req.layout not in LAYOUTS:
         raise UserError(f"--table '{req.layout}': expected one of {', '.join(LAYOUTS)}")
     if req.n_boot < 1:
@@ -66,9 +74,18 @@ def make_leaderboards(req: LeaderboardRequest, registered: dict[str, tuple[str, 
         if not store.list_runs()[0]:
             raise UserError(f"no runs under '{store.runs_dir}'; run e.g. `bench run --method "
                             "unet --source ffdm --target dbt` first")
+        galleries = None
+        if req.cases:
+            from benchmark.gallery import pairing_galleries
+            from benchmark.paths import default_cache_dir
+
+            galleries = pairing_galleries(store, req.out_dir, req.cache_dir or
+                                          default_cache_dir(), reporter or NullReporter(),
+                                          req.device)
         path = build_html(store, req.out_dir, registered, with_paper=True,
-                          baseline=req.baseline, aggregate=req.aggregate, n_boot=req.n_boot)
-        return "", [path]
+                          baseline=req.baseline, aggregate=req.aggregate, n_boot=req.n_boot,
+                          galleries=galleries)
+        return "", [path, *(g.path for g in galleries or [] if g.path is not None)]
     got = collect(store, req.selection)
     tables = build_tables(store, registered, with_paper=req.with_paper, layout=req.layout,
                           aggregate=req.aggregate, selection=req.selection,

@@ -172,5 +172,6 @@ def test_unknown_run_and_missing_options(trained: tuple[Path, Path, str],
                 "--input", "ffdm", "--out", str(tmp_path), "--results-dir", str(results),
                 "--cache-dir", str(cache))
     assert res.exit_code == 2 and "no run of unet on 'dbt'" in res.output
-    res = bench("predict", run_id, "--out", str(tmp_path), "--results-dir", str(results))
-    assert res.exit_code == 2 and "--input" in res.output
+    res = bench("predict", run_id, "--input", " ", "--out", str(tmp_path),
+                "--results-dir", str(results))
+    assert res.exit_code == 2 and "--input is empty" in res.output
