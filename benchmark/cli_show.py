@@ -47,6 +47,11 @@ def show_cases(
     include_empty: Annotated[bool, typer.Option(
         "--include-empty", help="also rank images whose reference mask is empty (their DSC "
         "is trivially 0 or 100)")] = False,
+    whole: Annotated[bool, typer.Option(
+        "--whole", help="one patient's views in the original geometry (bench predict's "
+        "mapping), like the paper's Fig. 6, instead of test tiles")] = False,
+    patient: Annotated[str | None, typer.Option(
+        help="--whole: the patient (default: the test patient with the most views)")] = None,
     out: Annotated[Path | None, typer.Option(
         help="PNG path (default: <results>/figures/cases-<source>-<target>-s<seed>.png)")
     ] = None,
@@ -70,7 +75,16 @@ def show_cases(
         image_ids=parse_csv(image_ids, "--image-ids") if image_ids is not None else None,
         reference=reference, include_empty=include_empty,
         out=out.expanduser().absolute() if out else None, device=device)
-    layout = case_gallery(req, _reporter(no_progress))
+    if whole:
+        from benchmark.errors import UserError
+        from benchmark.gallery_whole import whole_gallery
+
+        if cases is not None or image_ids is not None:
+            raise UserError("--whole shows one patient's views: give --patient, not --cases "
+                            "or --image-ids")
+        layout = whole_gallery(req, patient, _reporter(no_progress))
+    else:
+        layout = case_gallery(req, _reporter(no_progress))
     console.print(f"{len(layout.rows)} case(s) x {len(layout.columns)} columns "
                   f"({', '.join(layout.columns)}); {layout.title}", highlight=False,
                   soft_wrap=True)

@@ -377,12 +377,24 @@ def _stem(spec: str) -> str:
     return "".join(c if c.isascii() and (c.isalnum() or c in "._+-") else "_" for c in name)
 
 
+def gallery_entries(req: GalleryRequest, store: ResultsStore) -> list[GalleryEntry]:
+    """One column per --methods name: the run `bench run` would name for it (one-line error
+    naming the `bench run` command when it was never trained)."""
+    from benchmark.registry import get_method
+    from benchmark.trained import resolve_run_id
+
+    entries = []
+    for name in req.methods:
+        run_id = resolve_run_id(store, None, name, req.source, req.seed, req.profile,
+                                list(req.sets), req.cache_dir)
+        entries.append(GalleryEntry(name, get_method(name).display_name, run_id))
+    return entries
+
+
 def case_gallery(req: GalleryRequest, reporter: Reporter) -> GalleryLayout:
     """`bench show cases`: find each method's run the way `bench run` names it, then draw
     the gallery of `req.target` (default PNG: <results>/figures/cases-S-T-sN.png)."""
-    from benchmark.registry import get_method
     from benchmark.sweep import parse_csv
-    from benchmark.trained import resolve_run_id
 
     if req.image_ids is not None and req.cases is not None:
         raise UserError("give --cases or --image-ids, not both")
@@ -394,11 +406,7 @@ def case_gallery(req: GalleryRequest, reporter: Reporter) -> GalleryLayout:
     ids = parse_csv(",".join(req.image_ids), "--image-ids") if req.image_ids is not None \
         else None
     store = ResultsStore(req.results_dir)
-    entries = []
-    for name in methods:
-        run_id = resolve_run_id(store, None, name, req.source, req.seed, req.profile,
-                                list(req.sets), req.cache_dir)
-        entries.append(GalleryEntry(name, get_method(name).display_name, run_id))
+    entries = gallery_entries(req, store)
     out = req.out or (req.results_dir / "figures" /
                       f"cases-{_stem(req.source)}-{_stem(req.target)}-s{req.seed}.png")
     heading = f"{req.source} → {req.target}, seed {req.seed}, profile {req.profile}"

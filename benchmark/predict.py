@@ -53,6 +53,8 @@ class Item:
     where: str = ""  # the file named in messages
     volume: bool = False
     has_reference: bool = False
+    patient_id: str = ""
+    view: str = ""  # laterality and view, e.g. "L CC" (the whole-image gallery's rows)
 
 
 @dataclass
@@ -145,9 +147,11 @@ def case_item(case: Case, root: Path) -> Item:
 
     first = Path(root) / case.files[0] if case.files else None
     source = first if first is not None and first.is_file() and is_dicom(first) else None
-    return Item(case.image_id, case.read, str(case.meta.get("laterality", "")), source,
+    lat = str(case.meta.get("laterality", ""))
+    return Item(case.image_id, case.read, lat, source,
                 case.files[0] if case.files else case.image_id, case.volume,
-                has_reference=True)
+                has_reference=True, patient_id=case.patient_id,
+                view=f"{lat[:1]} {case.meta.get('view', '')}".strip())
 
 
 def items_from_domain(spec: str, split: str, trained: Trained, cache_dir: Path,
@@ -179,8 +183,10 @@ def _row_item(data: DomainData, i: int) -> Item:
         yield Frame(np.asarray(data.images[i], np.float32), np.asarray(data.masks[i]),
                     spacing, "domain", "synthetic", "synthetic")  # type: ignore[arg-type]
 
-    return Item(str(data.image_ids[i]), frames, str(data.meta[i].get("laterality", "")),
-                None, str(data.image_ids[i]), has_reference=True)
+    lat = str(data.meta[i].get("laterality", ""))
+    return Item(str(data.image_ids[i]), frames, lat, None, str(data.image_ids[i]),
+                has_reference=True, patient_id=str(data.patient_ids[i]),
+                view=f"{lat[:1]} {data.meta[i].get('view', '')}".strip())
 
 
 def source_preprocess(trained: Trained) -> PreprocessConfig:
@@ -254,7 +260,7 @@ def _all_rows(out_dir: Path, items: list[Item]) -> list[dict[str, Any]]:
     return rows
 
 
-def _frames(item: Item) -> Iterator[Frame]:
+def item_frames(item: Item) -> Iterator[Frame]:
     """The item's frames, any decoding failure (also mid-volume) a CaseError naming it."""
     try:
         for frame in item.frames():
@@ -270,17 +276,13 @@ def _frames(item: Item) -> Iterator[Frame]:
 def _predict_item(trained: Trained, item: Item, cfg: PreprocessConfig, out_dir: Path,
                   dicom_seg: bool, outcome: Outcome, reporter: Any) -> int:
     """Predict, frame by frame, one image or volume; write its PNGs, SEG and row file."""
-    size = trained.profile.image_size
     rows: list[dict[str, Any]] = []
     volume_masks: list[np.ndarray] = []  # packed bits per slice, for one multi-frame SEG
     shape: tuple[int, int] | None = None
     n = 0
-    for frame in _frames(item):
-        zeros = np.zeros(frame.image.shape, np.uint8)
+    for frame in item_frames(item):
         spacing = frame.spacing_mm or (0.1, 0.1)
-        layout = plan(frame.image, zeros, size, cfg, item.laterality)
-        tiles = apply_layout(frame.image, zeros, spacing, layout)
-        prob = _probabilities(trained, layout, tiles)
+        prob, layout = predict_frame(trained, frame, cfg, item.laterality)
         pred = prob >= trained.threshold
         stem = safe_name(item.image_id)
         if frame.slice is not None and item.volume:
@@ -299,6 +301,16 @@ def _predict_item(trained: Trained, item: Item, cfg: PreprocessConfig, out_dir: 
                    reporter)
     atomic_write_text(_row_file(out_dir, item), json.dumps(rows))
     return n
+
+
+def predict_frame(trained: Trained, frame: Frame, cfg: PreprocessConfig, laterality: str
+                  ) -> tuple[np.ndarray, Layout]:
+    """One frame's probabilities on its own grid, and the layout that mapped them: the
+    training preprocessing planned without the reference, the tiles predicted, unmapped."""
+    zeros = np.zeros(frame.image.shape, np.uint8)
+    layout = plan(frame.image, zeros, trained.profile.image_size, cfg, laterality)
+    tiles = apply_layout(frame.image, zeros, frame.spacing_mm or (0.1, 0.1), layout)
+    return _probabilities(trained, layout, tiles), layout
 
 
 def _probabilities(trained: Trained, layout: Layout, tiles: list[Any]) -> np.ndarray:

@@ -175,3 +175,33 @@ def test_unknown_run_and_missing_options(trained: tuple[Path, Path, str],
     res = bench("predict", run_id, "--input", " ", "--out", str(tmp_path),
                 "--results-dir", str(results))
     assert res.exit_code == 2 and "--input is empty" in res.output
+
+
+def test_whole_image_gallery_uses_the_predict_mapping(trained: tuple[Path, Path, str],
+                                                      tmp_path: Path) -> None:
+    """`bench show cases --whole`: one patient's views (distinct, at most four), each
+    method cell's DSC equal to what `bench predict` writes for that image."""
+    from benchmark.gallery import GalleryRequest
+    from benchmark.gallery_whole import whole_gallery
+    from benchmark.progress import NullReporter
+
+    results, cache, _ = trained
+    req = GalleryRequest(source="ffdm", target="ffdm", methods=["unet"], results_dir=results,
+                         cache_dir=cache, profile="smoke", sets=["epochs=1"],
+                         out=tmp_path / "whole.png",
+                         device="cpu")
+    layout = whole_gallery(req, None, NullReporter())
+    assert 1 <= len(layout.rows) <= 4 and layout.columns == ["image", "reference", "Unet"]
+    assert (tmp_path / "whole.png").is_file()
+    patient = layout.title.split()[1].rstrip(",")
+    assert all(row.startswith(patient) for row in layout.rows)
+    res = _predict(trained, "--input", "ffdm", "--out", str(tmp_path / "p"))
+    assert res.exit_code == 0, res.output
+    dsc = pd.read_csv(tmp_path / "p" / "predictions.csv").set_index("image_id")["DSC"]
+    for row in layout.rows:
+        assert layout.dsc_labels[(row, "unet")] == pytest.approx(dsc[row], abs=1e-9)
+    res = bench("show", "cases", "--whole", "--source", "ffdm", "--target", "ffdm",
+                "--methods", "unet", "--profile", "smoke", "--set", "epochs=1",
+                "--patient", patient + "x",
+                "--results-dir", str(results), "--cache-dir", str(cache), "--no-progress")
+    assert res.exit_code == 2 and f"did you mean '{patient}'" in res.output
