@@ -4,10 +4,7 @@ figure's layout and PNG, the CLI's one-line errors and the HTML page in headless
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +26,7 @@ from benchmark.gallery import (
 from benchmark.progress import NullReporter
 from benchmark.reports import LeaderboardRequest, make_leaderboards
 from benchmark.store import ResultsStore
-from tests.test_reports import _chromium
+from tests.test_reports import screenshot
 from tests.toy import ToyDomain
 
 TARGET = "toy-gallery"
@@ -219,15 +216,8 @@ def test_html_leaderboard_embeds_the_gallery(runs: dict[str, Any], tmp_path: Pat
     assert img, page[page.index("Case galleries"):][:500]
     with pytest.raises(UserError, match="--cases embeds"):
         make_leaderboards(LeaderboardRequest(runs["results"], out, fmt="md", cases=True), {})
-    shot = tmp_path / "shot.png"
-    with tempfile.TemporaryDirectory() as profile:  # a window tall enough for the gallery
-        res = subprocess.run(
-            [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", f"--screenshot={shot}",
-             "--window-size=1400,10000", (out / "index.html").as_uri()],
-            capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": profile})
-    assert shot.is_file(), res.stderr[-2000:]
+    # a window tall enough for the gallery
+    shot = screenshot(out / "index.html", tmp_path / "shot.png", (1400, 10000))
     with Image.open(shot) as im:
         assert im.size == (1400, 10000)
         rgb = np.asarray(im.convert("RGB"), float)

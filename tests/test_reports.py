@@ -186,6 +186,20 @@ def test_make_leaderboards_writes_md_with_sections(store: ResultsStore, tmp_path
         make_leaderboards(LeaderboardRequest(store.root, tmp_path, aggregate="x"), {})
 
 
+def screenshot(page: Path, shot: Path, size: tuple[int, int]) -> Path:
+    """Headless Chromium's screenshot of `page` in a `size` window, with a throw-away profile
+    and no network use (what a reader's browser shows, offline)."""
+    with tempfile.TemporaryDirectory() as profile:
+        res = subprocess.run(
+            [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={profile}", f"--screenshot={shot}",
+             f"--window-size={size[0]},{size[1]}", page.as_uri()],
+            capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": profile})
+    assert shot.is_file(), res.stderr[-2000:]
+    return shot
+
+
 def _chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     assert exe, "chromium is missing: `make test` installs it (apt-get install chromium)"
@@ -204,15 +218,7 @@ def test_html_escapes_and_has_provenance_and_renders(store: ResultsStore,
     body = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page.split("<body>")[1])
     assert "data:image/png;base64," in page and "http" not in body
     assert "Unet (paper)" in page and "ORACLE" in page.upper()
-    shot = tmp_path / "shot.png"
-    with tempfile.TemporaryDirectory() as profile:
-        res = subprocess.run(
-            [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", f"--screenshot={shot}",
-             "--window-size=1400,1000", (out / "index.html").as_uri()],
-            capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": profile})
-    assert shot.is_file(), res.stderr[-2000:]
+    shot = screenshot(out / "index.html", tmp_path / "shot.png", (1400, 1000))
     with Image.open(shot) as im:
         assert im.size == (1400, 1000)
         gray = np.asarray(im.convert("L"), float)
