@@ -15,7 +15,7 @@ import pytest
 
 from datasets.real.dicom_io import iter_frames
 from datasets.real.dicom_write import phantom, write_dbt, write_mg
-from datasets.real.preprocess import PreprocessConfig, apply_layout, plan, unmap
+from datasets.real.preprocess import Layout, PreprocessConfig, apply_layout, plan, unmap
 
 
 def _shape_mask(rows: int, cols: int, laterality: str) -> np.ndarray:
@@ -29,7 +29,7 @@ def _shape_mask(rows: int, cols: int, laterality: str) -> np.ndarray:
 
 
 def _round_trip(image: np.ndarray, mask: np.ndarray, size: int, laterality: str,
-                cfg: PreprocessConfig) -> tuple[np.ndarray, object]:
+                cfg: PreprocessConfig) -> tuple[np.ndarray, Layout]:
     """The mask through the training preprocessing and back to the original grid."""
     layout = plan(image, mask, size, cfg, laterality)
     tiles = apply_layout(image, mask, (0.1, 0.1), layout)
@@ -64,21 +64,25 @@ def test_mammogram_mask_round_trip_is_exact(tmp_path: Path, rows: int, cols: int
     assert np.allclose(frame.image, (img - img.min()) / (img.max() - img.min()), atol=2e-3)
     mask = _shape_mask(rows, cols, laterality)
     back, layout = _round_trip(frame.image, mask, size, laterality, PreprocessConfig())
-    assert layout.flipped == (laterality == "R")  # type: ignore[attr-defined]
-    assert len(layout.blocks) == 4  # type: ignore[attr-defined]
+    assert layout.flipped == (laterality == "R")
+    assert len(layout.blocks) == 4
     assert back.shape == mask.shape
     orig = mask.astype(bool)
     assert _iou(back, orig) >= 0.99
-    # in place: no tile is shifted (a shift of one pixel costs far more than the resampling)
-    for i, j in layout.blocks:  # type: ignore[attr-defined]
-        rs, cs = layout.block_slices(i, j)  # type: ignore[attr-defined]
-        if layout.flipped:  # type: ignore[attr-defined]
+    # in place: no tile is shifted (a one-pixel shift costs more IoU than the resampling)
+    for i, j in layout.blocks:
+        rs, cs = layout.block_slices(i, j)
+        if layout.flipped:
             cs = slice(cols - cs.stop, cols - cs.start)
         a, b = back[rs, cs], orig[rs, cs]
-        if b.sum() > 50:
-            assert np.abs(_centroid(a) - _centroid(b)).max() < 0.25, (i, j)
-    for shift in ((0, 1), (1, 0), (0, -1), (-1, 0)):
-        assert _iou(back, np.roll(orig, shift, axis=(0, 1))) < _iou(back, orig) - 1e-3
+        if b.sum() > 50:  # within half a resampled pixel (a shifted tile: a whole one)
+            scale = max(1.0, max(a.shape) / size)
+            assert np.abs(_centroid(a) - _centroid(b)).max() < 0.5 * scale, (i, j)
+    if size >= max(max(e[-1] - e[0] for e in (layout.row_edges, layout.col_edges)) // 2, 1):
+        # tiles not shrunk: the original pixel grid is resolved, so any one-pixel shift of
+        # a tile would show (shrunk tiles are held to the centroid check above)
+        for shift in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+            assert _iou(back, np.roll(orig, shift, axis=(0, 1))) < _iou(back, orig) - 1e-3
 
 
 def test_mirror_and_crop_put_a_right_breast_chest_wall_left() -> None:
@@ -103,7 +107,7 @@ def test_dbt_volume_round_trip_every_slice(tmp_path: Path) -> None:
     assert len(frames) == n
     for frame, mask in zip(frames, masks, strict=True):
         back, layout = _round_trip(frame.image, mask, 160, "R", PreprocessConfig())
-        assert layout.flipped and back.shape == (rows, cols)  # type: ignore[attr-defined]
+        assert layout.flipped and back.shape == (rows, cols)
         assert _iou(back, mask.astype(bool)) >= 0.99
 
 
