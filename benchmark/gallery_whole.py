@@ -44,7 +44,7 @@ def view_frames(items: list[Any]) -> list[tuple[str, Any, Any]]:
     for item in items:
         for frame in item_frames(item):
             area = int(np.count_nonzero(frame.mask))
-            label = item.image_id + (f" S{int(frame.slice):03d}" if item.volume and
+            label = item.image_id + (f"-S{int(frame.slice):03d}" if item.volume and
                                      frame.slice is not None else "")
             if item.view not in best or area > best[item.view][0]:
                 best[item.view] = (area, label, item, frame)

@@ -55,6 +55,7 @@ class Item:
     has_reference: bool = False
     patient_id: str = ""
     view: str = ""  # laterality and view, e.g. "L CC" (the whole-image gallery's rows)
+    rows: list[int] = field(default_factory=list)  # a cached domain's rows behind it
 
 
 @dataclass
@@ -147,11 +148,9 @@ def case_item(case: Case, root: Path) -> Item:
 
     first = Path(root) / case.files[0] if case.files else None
     source = first if first is not None and first.is_file() and is_dicom(first) else None
-    lat = str(case.meta.get("laterality", ""))
-    return Item(case.image_id, case.read, lat, source,
+    return Item(case.image_id, case.read, str(case.meta.get("laterality", "")), source,
                 case.files[0] if case.files else case.image_id, case.volume,
-                has_reference=True, patient_id=case.patient_id,
-                view=f"{lat[:1]} {case.meta.get('view', '')}".strip())
+                has_reference=True, patient_id=case.patient_id, view=_view(case.meta))
 
 
 def items_from_domain(spec: str, split: str, trained: Trained, cache_dir: Path,
@@ -168,25 +167,51 @@ def items_from_domain(spec: str, split: str, trained: Trained, cache_dir: Path,
     data, splits = DataCache(trained.profile, cache_dir, reporter).get(spec, domain)
     rows = np.arange(len(data)) if split == "all" else np.asarray(splits[split])
     if domain.synthetic:
-        items = [_row_item(data, int(i)) for i in rows]
-        return items, PreprocessConfig(tiles=1, crop=False, flip_right=False), []
+        return _row_items(data, rows), PreprocessConfig(tiles=1, crop=False,
+                                                        flip_right=False), []
     patients = {data.patient_ids[int(i)] for i in rows}
     cases, _ = domain.adapter.scan()  # its problems were logged when the domain loaded
     items = [case_item(c, domain.adapter.root) for c in cases if c.patient_id in patients]
     return items, domain.preprocess, []
 
 
-def _row_item(data: DomainData, i: int) -> Item:
-    """An item for row i of an in-memory or cached domain (synthetic: no file behind it)."""
-    def frames() -> Iterator[Frame]:
-        spacing = tuple(float(v) for v in data.spacing_mm[i])
-        yield Frame(np.asarray(data.images[i], np.float32), np.asarray(data.masks[i]),
-                    spacing, "domain", "synthetic", "synthetic")  # type: ignore[arg-type]
+def _view(meta: dict[str, Any]) -> str:
+    """'L CC'-style view label from a row's or case's laterality and view."""
+    lat, view = str(meta.get("laterality", ""))[:1], str(meta.get("view", ""))
+    return view if view.startswith(lat) else f"{lat} {view}".strip()
 
-    lat = str(data.meta[i].get("laterality", ""))
-    return Item(str(data.image_ids[i]), frames, lat, None, str(data.image_ids[i]),
-                has_reference=True, patient_id=str(data.patient_ids[i]),
-                view=f"{lat[:1]} {data.meta[i].get('view', '')}".strip())
+
+def _row_items(data: DomainData, rows: np.ndarray) -> list[Item]:
+    """Items for rows of a cached domain (synthetic: no file behind them): one per image,
+    and one per volume whose frames are its rows in slice order (so a method with slice
+    context sees the neighbours it was evaluated with)."""
+    volumes: dict[str, list[int]] = {}
+    singles: list[int] = []
+    for i in (int(r) for r in rows):
+        vid = str(data.meta[i].get("volume_id") or "")
+        (volumes.setdefault(vid, []) if vid else singles).append(i)
+    items = [_rows_item(data, [i], str(data.image_ids[i]), False) for i in singles]
+    for vid, members in volumes.items():
+        members.sort(key=lambda j: float(data.meta[j].get("slice", 0)))
+        items.append(_rows_item(data, members, vid, True))
+    order = {int(r): n for n, r in enumerate(rows)}
+    return sorted(items, key=lambda it: order[it.rows[0]])
+
+
+def _rows_item(data: DomainData, members: list[int], image_id: str, volume: bool) -> Item:
+    """An item reading `members` of `data` as its frames (a volume's slices, or one image)."""
+    def frames() -> Iterator[Frame]:
+        for i in members:
+            spacing = tuple(float(v) for v in data.spacing_mm[i])
+            sl = data.meta[i].get("slice") if volume else None
+            yield Frame(np.asarray(data.images[i], np.float32), np.asarray(data.masks[i]),
+                        spacing, "domain", "synthetic", "synthetic",  # type: ignore[arg-type]
+                        None if sl is None else int(sl))
+
+    meta = data.meta[members[0]]
+    return Item(image_id, frames, str(meta.get("laterality", "")), None, image_id, volume,
+                has_reference=True, patient_id=str(data.patient_ids[members[0]]),
+                view=_view(meta), rows=members)
 
 
 def source_preprocess(trained: Trained) -> PreprocessConfig:
@@ -201,17 +226,6 @@ def source_preprocess(trained: Trained) -> PreprocessConfig:
 
 
 # --- prediction -----------------------------------------------------------------------------
-@dataclass
-class _Pending:
-    """A decoded frame waiting for its tiles' probabilities."""
-
-    item: Item
-    frame: Frame
-    layout: Layout
-    names: list[str]
-    spacing: tuple[float, float]
-
-
 def predict(trained: Trained, items: list[Item], cfg: PreprocessConfig, out_dir: Path,
             reporter: Any, dicom_seg: bool = True) -> Outcome:
     """Predict every item not done yet, write its outputs and row file, then predictions.csv
@@ -280,9 +294,9 @@ def _predict_item(trained: Trained, item: Item, cfg: PreprocessConfig, out_dir: 
     volume_masks: list[np.ndarray] = []  # packed bits per slice, for one multi-frame SEG
     shape: tuple[int, int] | None = None
     n = 0
-    for frame in item_frames(item):
+    for frame, prob, layout in frame_probabilities(trained, item_frames(item), cfg,
+                                                   item.laterality):
         spacing = frame.spacing_mm or (0.1, 0.1)
-        prob, layout = predict_frame(trained, frame, cfg, item.laterality)
         pred = prob >= trained.threshold
         stem = safe_name(item.image_id)
         if frame.slice is not None and item.volume:
@@ -301,6 +315,58 @@ def _predict_item(trained: Trained, item: Item, cfg: PreprocessConfig, out_dir: 
                    reporter)
     atomic_write_text(_row_file(out_dir, item), json.dumps(rows))
     return n
+
+
+def frame_probabilities(trained: Trained, frames: Iterable[Frame], cfg: PreprocessConfig,
+                        laterality: str) -> Iterator[tuple[Frame, np.ndarray, Layout]]:
+    """(frame, probabilities on its grid, layout) for each frame, in order. A method that
+    reads adjacent slices (CA-net) gets each slice's real neighbours: the same tile position
+    in the slices around it, the nearest repeated at the volume's edge, as in training; only
+    that many slices' tiles are held at a time."""
+    depth = int(getattr(trained.method, "context_slices", 0) or 0)
+    if depth <= 1:
+        for frame in frames:
+            prob, layout = predict_frame(trained, frame, cfg, laterality)
+            yield frame, prob, layout
+        return
+    half = depth // 2
+    window: list[tuple[int, Frame, Layout, list[Any]]] = []  # (slice index, frame, ...)
+    todo = 0  # the next slice to predict
+    for k, frame in enumerate(frames):
+        zeros = np.zeros(frame.image.shape, np.uint8)
+        layout = plan(frame.image, zeros, trained.profile.image_size, cfg, laterality)
+        window.append((k, frame, layout, apply_layout(frame.image, zeros,
+                                                      frame.spacing_mm or (0.1, 0.1), layout)))
+        while todo + half <= k:
+            yield _with_context(trained, window, todo)
+            todo += 1
+            window = [w for w in window if w[0] >= todo - half]
+    while window and todo <= window[-1][0]:
+        yield _with_context(trained, window, todo)
+        todo += 1
+
+
+def _with_context(trained: Trained, window: list[tuple[int, Frame, Layout, list[Any]]],
+                  target: int) -> tuple[Frame, np.ndarray, Layout]:
+    """Slice `target` of `window` predicted with the window's other slices as its context
+    (each tile position a volume of its own, ordered by slice, as the cache builds them)."""
+    tiles = [(k, t) for k, _, _, ts in window for t in ts]
+    _, frame, layout, _ = next(w for w in window if w[0] == target)
+    if not layout.blocks:
+        return frame, np.zeros(layout.shape, np.float32), layout
+    size = layout.size
+    data = DomainData(domain="predict", images=np.stack([t.image for _, t in tiles]),
+                      masks=np.zeros((len(tiles), size, size), np.uint8),
+                      spacing_mm=np.asarray([t.spacing_mm for _, t in tiles], np.float64),
+                      patient_ids=["predict"] * len(tiles),
+                      image_ids=[f"{t.block}-S{k}" for k, t in tiles],
+                      meta=[{"volume_id": t.block, "slice": k} for k, t in tiles])
+    rows = [j for j, (k, _) in enumerate(tiles) if k == target]
+    probs: dict[str, np.ndarray] = {}
+    for chunk, p in predict_rows(trained, data, rows):
+        for j, r in enumerate(chunk):
+            probs[tiles[int(r)][1].block] = p[j]
+    return frame, unmap(layout, probs), layout
 
 
 def predict_frame(trained: Trained, frame: Frame, cfg: PreprocessConfig, laterality: str

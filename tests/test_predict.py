@@ -205,3 +205,26 @@ def test_whole_image_gallery_uses_the_predict_mapping(trained: tuple[Path, Path,
                 "--patient", patient + "x",
                 "--results-dir", str(results), "--cache-dir", str(cache), "--no-progress")
     assert res.exit_code == 2 and f"did you mean '{patient}'" in res.output
+
+
+def test_slice_context_method_sees_its_evaluation_neighbours(tmp_path: Path) -> None:
+    """CA-net reads adjacent slices: `bench predict` streams a DBT volume's slices with a
+    window of neighbours, and so scores every slice exactly as the run's evaluation did."""
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    res = bench("run", "--method", "canet", "--source", "dbt", "--profile", "smoke",
+                "--no-progress", "--threads", "1", "--set", "epochs=1",
+                "--results-dir", str(results), "--cache-dir", str(cache))
+    assert res.exit_code == 0, res.output
+    run_id = next((results / "runs").iterdir()).name
+    out = tmp_path / "out"
+    res = bench("predict", run_id, "--input", "dbt", "--out", str(out), "--results-dir",
+                str(results), "--cache-dir", str(cache), "--no-progress", "--threads", "1")
+    assert res.exit_code == 0, res.output
+    rows = pd.read_csv(out / "predictions.csv").set_index("image_id")
+    assert rows["slice"].notna().all()  # the stand-in's slices came as volumes
+    assert any(p.is_dir() and p.name != ".rows" for p in out.iterdir())
+    cases = ResultsStore(results).cases(run_id)
+    cases = cases[(cases["target"] == "dbt") & (cases["checkpoint"] == "best")]
+    assert sorted(rows.index) == sorted(cases["image_id"])
+    stored = cases.set_index("image_id")["DSC"] * 100
+    assert np.allclose(rows.loc[stored.index, "DSC"], stored, atol=1e-6)
