@@ -5,6 +5,7 @@ agreement with the evaluation's own per-case rows on a synthetic domain."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,15 +60,21 @@ def _check_seg(seg_path: Path, source: Path, masks: list[np.ndarray]) -> None:
     assert SECRET not in seg_path.read_bytes().decode("latin-1")
 
 
+def _bind_and_predict(trained: tuple[Path, Path, str], tmp_path: Path, name: str, fmt: str,
+                      build: Any, *args: str) -> tuple[Path, Any]:
+    """Write a fixture tree in the dataset's real layout, bind it as `name`, predict it."""
+    root = tmp_path / name
+    build(root)
+    assert bench("data", "add", name, "--format", fmt, "--root", str(root)).exit_code == 0
+    out = tmp_path / "out"
+    res = _predict(trained, "--input", name, "--out", str(out), *args)
+    assert res.exit_code in (0, 1), res.output
+    return out, res
+
+
 def test_cbis_ddsm_test_split(trained: tuple[Path, Path, str], tmp_path: Path,
                               config: Path) -> None:
-    root = tmp_path / "cbis"
-    cbis_ddsm_tree(root)
-    assert bench("data", "add", "cbis", "--format", "cbis-ddsm", "--root", str(root)
-                 ).exit_code == 0
-    out = tmp_path / "out"
-    res = _predict(trained, "--input", "cbis", "--out", str(out))
-    assert res.exit_code in (0, 1), res.output
+    out, res = _bind_and_predict(trained, tmp_path, "cbis", "cbis-ddsm", cbis_ddsm_tree)
     assert "images/s" in res.output and "s per image end to end" in res.output
     rows = pd.read_csv(out / "predictions.csv")
     assert len(rows) >= 2 and rows["image_id"].str.startswith("Calc-Test").all()
@@ -90,13 +97,9 @@ def test_cbis_ddsm_test_split(trained: tuple[Path, Path, str], tmp_path: Path,
 
 def test_inbreast_seg_reads_back(trained: tuple[Path, Path, str], tmp_path: Path,
                                  config: Path) -> None:
-    root = tmp_path / "inbreast"
-    inbreast_tree(root)
-    assert bench("data", "add", "inb", "--format", "inbreast", "--root", str(root)
-                 ).exit_code == 0
-    out = tmp_path / "out"
-    res = _predict(trained, "--input", "inb", "--split", "all", "--out", str(out))
-    assert res.exit_code in (0, 1), res.output
+    out, res = _bind_and_predict(trained, tmp_path, "inb", "inbreast", inbreast_tree,
+                                 "--split", "all")
+    root = tmp_path / "inb"
     rows = pd.read_csv(out / "predictions.csv")
     assert len(rows) == 8  # every AllDICOMs image (the CSV row without a DICOM is not one)
     assert rows["flipped"].any() and not rows["flipped"].all()  # R images are mirrored
