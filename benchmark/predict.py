@@ -230,11 +230,11 @@ def predict(trained: Trained, items: list[Item], cfg: PreprocessConfig, out_dir:
             reporter: Any, dicom_seg: bool = True) -> Outcome:
     """Predict every item not done yet, write its outputs and row file, then predictions.csv
     (all rows, done before or now)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _claim(out_dir, trained)
     outcome = Outcome(out_dir)
     todo = []
     for item in items:
-        if _row_file(out_dir, item).is_file():
+        if _done_rows(out_dir, item) is not None:
             outcome.skipped += 1
         else:
             todo.append(item)
@@ -264,13 +264,46 @@ def _row_file(out_dir: Path, item: Item) -> Path:
     return out_dir / ".rows" / f"{safe_name(item.image_id)}.json"
 
 
+def _claim(out_dir: Path, trained: Trained) -> None:
+    """Create the output folder and record which run and threshold fill it (`.run.json`);
+    a folder holding another run's predictions is a one-line error, so a rerun never mixes
+    two models' masks in one folder."""
+    mine = {"run_id": trained.record.run_id, "threshold": trained.threshold}
+    marker = out_dir / ".run.json"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if marker.is_file():
+            try:
+                theirs = json.loads(marker.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                theirs = None
+            if isinstance(theirs, dict) and theirs != mine:
+                raise UserError(f"output folder '{out_dir}' holds the predictions of run "
+                                f"'{theirs.get('run_id')}' (threshold {theirs.get('threshold')}); "
+                                "give another --out for this run")
+        atomic_write_text(marker, json.dumps(mine))
+    except OSError as exc:
+        raise UserError(f"output folder '{out_dir}' is not writable: "
+                        f"{exc.strerror or exc}") from None
+
+
+def _done_rows(out_dir: Path, item: Item) -> list[dict[str, Any]] | None:
+    """An item's rows if it was finished (a damaged row file counts as not finished)."""
+    path = _row_file(out_dir, item)
+    if not path.is_file():
+        return None
+    try:
+        rows = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return rows if isinstance(rows, list) else None
+
+
 def _all_rows(out_dir: Path, items: list[Item]) -> list[dict[str, Any]]:
     """The rows of every finished item, in input order."""
     rows: list[dict[str, Any]] = []
     for item in items:
-        path = _row_file(out_dir, item)
-        if path.is_file():
-            rows.extend(json.loads(path.read_text()))
+        rows.extend(_done_rows(out_dir, item) or [])
     return rows
 
 

@@ -145,9 +145,14 @@ def test_dbt_folder_volumes_resume_and_a_damaged_file(trained: tuple[Path, Path,
     assert "predicted 0 image(s), skipped 2" in again.output, again.output
     assert (out / "predictions.csv").read_text() == before
     (out / ".rows" / "vol1.json").unlink()  # as if killed before vol1 finished
+    (out / ".rows" / "vol0.json").write_text('[{"image_id": ')  # as if killed mid-write
     third = _predict(trained, "--input", str(folder), "--out", str(out))
-    assert "predicted 5 image(s), skipped 1" in third.output, third.output
+    assert "predicted 9 image(s), skipped 0" in third.output, third.output
     assert (out / "predictions.csv").read_text() == before
+    (out / ".run.json").write_text('{"run_id": "another-run", "threshold": 0.5}')
+    other = _predict(trained, "--input", str(folder), "--out", str(out))
+    assert other.exit_code == 2 and "holds the predictions of run 'another-run'" in \
+        other.output and len(other.output.strip().splitlines()) == 1
 
 
 def test_synthetic_domain_matches_the_evaluation_rows(trained: tuple[Path, Path, str],
