@@ -24,14 +24,18 @@ __all__ = ["config"]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """One smoke U-Net on the synthetic FFDM stand-in, evaluated on its test split."""
-    base = tmp_path_factory.mktemp("predict")
+    return _smoke_run("unet", "ffdm", tmp_path_factory.mktemp("predict"))
+
+
+def _smoke_run(method: str, source: str, base: Path) -> tuple[Path, Path, str]:
+    """`bench run --profile smoke --set epochs=1` of `method` on `source` under `base`:
+    (results folder, cache folder, run id)."""
     results, cache = base / "results", base / "cache"
-    res = bench("run", "--method", "unet", "--source", "ffdm", "--profile", "smoke",
+    res = bench("run", "--method", method, "--source", source, "--profile", "smoke",
                 "--no-progress", "--threads", "1", "--set", "epochs=1",
                 "--results-dir", str(results), "--cache-dir", str(cache))
     assert res.exit_code == 0, res.output
-    run_id = next((results / "runs").iterdir()).name
-    return results, cache, run_id
+    return results, cache, next((results / "runs").iterdir()).name
 
 
 def _predict(trained: tuple[Path, Path, str], *args: str) -> object:
@@ -218,12 +222,7 @@ def test_whole_image_gallery_uses_the_predict_mapping(trained: tuple[Path, Path,
 def test_slice_context_method_sees_its_evaluation_neighbours(tmp_path: Path) -> None:
     """CA-net reads adjacent slices: `bench predict` streams a DBT volume's slices with a
     window of neighbours, and so scores every slice exactly as the run's evaluation did."""
-    results, cache = tmp_path / "results", tmp_path / "cache"
-    res = bench("run", "--method", "canet", "--source", "dbt", "--profile", "smoke",
-                "--no-progress", "--threads", "1", "--set", "epochs=1",
-                "--results-dir", str(results), "--cache-dir", str(cache))
-    assert res.exit_code == 0, res.output
-    run_id = next((results / "runs").iterdir()).name
+    results, cache, run_id = _smoke_run("canet", "dbt", tmp_path)
     out = tmp_path / "out"
     res = bench("predict", run_id, "--input", "dbt", "--out", str(out), "--results-dir",
                 str(results), "--cache-dir", str(cache), "--no-progress", "--threads", "1")
