@@ -38,7 +38,8 @@ def pretrain(
     pretext: Annotated[str, typer.Option(
         help="regions (half the objects told by texture alone; the default, which fine-tuned "
              "best) | shapes (objects told by intensity) | textures (textured regions among "
-             "plain shapes that are not targets)")] = "regions",
+             "plain shapes that are not targets) | fractals (encoder only: FractalDB-style "
+             "classification of IFS categories)")] = "regions",
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="override a method hparam that shapes the network: key=value")] = None,
     out_dir: Annotated[Path | None, typer.Option(
@@ -53,7 +54,8 @@ def pretrain(
     no_progress: NoProgressOpt = False,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Pretrain METHOD's network on formula-drawn shapes (no data); resumes after a kill."""
+    """Pretrain METHOD's network on formula-drawn shapes or fractals (no data); resumes after a
+    kill."""
     from benchmark.pretrain import PretrainRequest
     from benchmark.pretrain import pretrain as do_pretrain
 
@@ -65,13 +67,14 @@ def pretrain(
                           half=half, checkpoint_every=checkpoint_every, pretext=pretext)
     outcome = do_pretrain(req, _reporter(no_progress))
     dsc = "-" if outcome.val_dsc is None else f"{outcome.val_dsc:.3f}"
+    what = "accuracy" if pretext == "fractals" else "DSC"
     if outcome.weights is None:
-        console.print(f"pretext DSC {dsc} at step {outcome.step} of {outcome.total}; rerun the "
+        console.print(f"pretext {what} {dsc} at step {outcome.step} of {outcome.total}; rerun the "
                       f"same command to continue (work folder {outcome.work_dir})",
                       highlight=False, soft_wrap=True)
         return
     console.print(f"formula weights: {outcome.weights} ({outcome.total} steps, held-out pretext "
-                  f"DSC {dsc}); manifest {outcome.weights.with_suffix('.json')}",
+                  f"{what} {dsc}); manifest {outcome.weights.with_suffix('.json')}",
                   highlight=False, soft_wrap=True)
 
 
@@ -90,7 +93,7 @@ def list_pretrained(
     _, cache = _dirs(None, cache_dir)
     rows = known_weights(cache, list(extra or []))
     table = Table(title="formula weights (pretrained=formula looks in the cache first)")
-    for col in ("arch key", "where", "method", "profile", "pretext", "steps", "pretext DSC",
+    for col in ("arch key", "where", "method", "profile", "pretext", "steps", "pretext DSC/acc",
                 "dtype", "sha256"):
         table.add_column(col)
     for row in rows:

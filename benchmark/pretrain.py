@@ -5,7 +5,10 @@ the result is the `pretrained=formula` start of that method (and of every method
 network layout). Recipe (the same for every network, recorded in the manifest): AdamW, lr 1e-3
 with a linear warm-up over the first 5 % of the steps (at most 500) and a cosine decay to 0,
 weight decay 0.05, batch 8, 0.4 BCE + 0.6 soft Dice (Swin-Unet's loss; a method-independent
-pretext loss, since one weights file serves several methods).
+pretext loss, since one weights file serves several methods). The encoder-only `fractals`
+pretext (benchmark/fractals.py) uses the same optimiser with cross-entropy over its categories,
+on the encoder and a linear head (benchmark/pretext_encoder.py); it is validated by top-1
+accuracy instead of DSC.
 
 Step s trains on formula images s*B .. s*B+B-1 of the training stream, so the batches depend
 only on (seed, step). The work folder keeps a checkpoint (network, optimizer, torch RNG, curve)
@@ -28,10 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark import formula, numerics
+from benchmark import formula, fractals, numerics
 from benchmark.config import Profile, seed_hash
 from benchmark.errors import UserError
 from benchmark.io import atomic_write, atomic_write_text
+from benchmark.pretext_encoder import EncoderClassifier, finished_state
 from benchmark.progress import Reporter
 from benchmark.registry import METHODS, get_method
 from benchmark.runner import code_version, git_commit, versions
@@ -51,6 +55,13 @@ from methods.networks.formula_weights import (
 #: one CPU thread; paper: a GPU budget).
 DEFAULT_STEPS = {"smoke": 300, "quick": 9_000, "paper": 40_000}
 VAL_IMAGES = {"smoke": 8, "quick": 64, "paper": 64}
+#: The encoder-only classification pretext (FractalDB-style) and its category counts per
+#: profile: FractalDB's 1,000 at paper; at quick 64, so that a CPU budget of a few thousand
+#: batches of 8 still shows each category hundreds of times.
+FRACTALS = "fractals"
+PRETEXTS = (*formula.PRETEXTS, FRACTALS)
+CLASSES = {"smoke": 8, "quick": 64, "paper": 1000}
+VAL_FRACTALS = {"smoke": 16, "quick": 256, "paper": 1000}
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,23 @@ def _without_init(sets: list[str]) -> list[str]:
     return [s for s in sets if s.split("=", 1)[0].strip() != "pretrained"]
 
 
+def score_of(point: dict[str, Any]) -> float:
+    """A curve point's held-out score: pretext DSC, or top-1 accuracy for `fractals`."""
+    return float(point["val_dsc"] if "val_dsc" in point else point["val_acc"])
+
+
+def pretext_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of the encoder classifier on held-out fractal images."""
+    model.eval()
+    hits = 0
+    with torch.no_grad():
+        for start in range(0, len(images), 32):
+            hits += int((model(images[start:start + 32]).argmax(1)
+                         == labels[start:start + 32]).sum())
+    model.train()
+    return hits / max(len(images), 1)
+
+
 def pretext_dsc(net: nn.Module, images: torch.Tensor, masks: torch.Tensor) -> float:
     """Mean per-image DSC at threshold 0.5 on held-out formula images (both empty: 1)."""
     net.eval()
@@ -141,16 +169,21 @@ def pretext_dsc(net: nn.Module, images: torch.Tensor, masks: torch.Tensor) -> fl
 
 
 def _step(net: nn.Module, opt: torch.optim.Optimizer, recipe: Recipe, seed: int, step: int,
-          total: int, size: int, pretext: str) -> float:
+          total: int, size: int, pretext: str, classes: int) -> float:
     """One optimisation step on the formula batch of `step`; returns the loss."""
-    images, masks = formula.batch(seed, step * recipe.batch_size, recipe.batch_size, size,
-                                  pretext=pretext)
     for group in opt.param_groups:
         group["lr"] = recipe.lr_at(step, total)
     opt.zero_grad(set_to_none=True)
-    logits = net(torch.from_numpy(images))
-    loss = bce_dice_loss(logits, torch.from_numpy(masks), bce_weight=recipe.bce_weight,
-                         dice_weight=recipe.dice_weight)["loss"]
+    if pretext == FRACTALS:
+        images, labels = fractals.batch(seed, step * recipe.batch_size, recipe.batch_size,
+                                        size, classes)
+        loss = nn.functional.cross_entropy(net(torch.from_numpy(images)),
+                                           torch.from_numpy(labels))
+    else:
+        images, masks = formula.batch(seed, step * recipe.batch_size, recipe.batch_size, size,
+                                      pretext=pretext)
+        loss = bce_dice_loss(net(torch.from_numpy(images)), torch.from_numpy(masks),
+                             bce_weight=recipe.bce_weight, dice_weight=recipe.dice_weight)["loss"]
     loss.backward()
     opt.step()
     return float(loss.detach())
@@ -161,7 +194,7 @@ def _optimizer(net: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
 
 
 def _planned_total(req: PretrainRequest, work_root: Path, key: str, net: nn.Module,
-                   recipe: Recipe, size: int) -> int:
+                   recipe: Recipe, size: int, classes: int) -> int:
     """Total steps: --steps, else what --minutes affords at the measured speed (measured once
     and kept, so the same command resumes the same plan), else the profile's default."""
     if req.steps is not None:
@@ -176,10 +209,10 @@ def _planned_total(req: PretrainRequest, work_root: Path, key: str, net: nn.Modu
     probe = copy.deepcopy(net)
     opt = _optimizer(probe, recipe)
     rng = torch.get_rng_state()
-    _step(probe, opt, recipe, req.seed, 0, 100, size, req.pretext)  # warm-up: allocations
+    _step(probe, opt, recipe, req.seed, 0, 100, size, req.pretext, classes)  # allocations
     start, n = time.perf_counter(), 3
     for i in range(n):
-        _step(probe, opt, recipe, req.seed, i, 100, size, req.pretext)
+        _step(probe, opt, recipe, req.seed, i, 100, size, req.pretext, classes)
     rate = n / (time.perf_counter() - start)
     torch.set_rng_state(rng)  # the probe's drop-path draws leave no trace in the real run
     steps = max(1, int(req.minutes * 60 * rate))
@@ -194,63 +227,73 @@ def pretrain(req: PretrainRequest, reporter: Reporter) -> PretrainOutcome:
         raise UserError("bench pretrain: --steps must be at least 1")
     if req.minutes is not None and req.minutes <= 0:
         raise UserError("bench pretrain: --minutes must be positive")
-    if req.pretext not in formula.PRETEXTS:
-        raise UserError(f"bench pretrain: --pretext must be one of {', '.join(formula.PRETEXTS)}, "
+    if req.pretext not in PRETEXTS:
+        raise UserError(f"bench pretrain: --pretext must be one of {', '.join(PRETEXTS)}, "
                         f"not '{req.pretext}'")
     torch.manual_seed(seed_hash(req.seed, "formula-init"))
     info, profile, hparams, net = pretext_network(req.method, req.profile, req.sets)
     size = profile.image_size
     key = arch_key(net, size)
+    encoder_only = req.pretext == FRACTALS
+    classes = CLASSES.get(profile.name, CLASSES["quick"])
+    model = EncoderClassifier(net, classes, info.name) if encoder_only else net
     recipe = Recipe()
     root = cache_weights_dir(req.cache_dir)
     work_root = root / "work"
-    total = _planned_total(req, work_root, key, net, recipe, size)
+    total = _planned_total(req, work_root, key, model, recipe, size, classes)
     work = work_root / f"{key}{_tag(req.pretext)}-s{req.seed}-n{total}"
     state_path = work / "state.pt"
-    opt = _optimizer(net, recipe)
+    opt = _optimizer(model, recipe)
     every = req.checkpoint_every or max(1, min(200, total // 20 or 1))
     val_every = max(1, total // 20)
     step, curve, seconds, loss_sum, loss_n = 0, [], 0.0, 0.0, 0
     if state_path.is_file():
         state = load_checkpoint(state_path)
-        net.load_state_dict(state["net"])
+        model.load_state_dict(state["net"])
         opt.load_state_dict(state["opt"])
         torch.set_rng_state(state["torch_rng"])
         step, curve, seconds = int(state["step"]), list(state["curve"]), float(state["seconds"])
         loss_sum, loss_n = float(state["loss_sum"]), int(state["loss_n"])
         reporter.log(f"resuming the formula pretraining of {info.name} at step {step} of "
                      f"{total} ({work})")
-    n_val = VAL_IMAGES.get(profile.name, 64)
-    vi, vm = formula.batch(req.seed, 0, n_val, size, stream=formula.VAL_STREAM,
-                           pretext=req.pretext)
-    val_images, val_masks = torch.from_numpy(vi), torch.from_numpy(vm)
+    if encoder_only:
+        vi, vm = fractals.batch(req.seed, 0, VAL_FRACTALS.get(profile.name, 256), size, classes,
+                                stream=formula.VAL_STREAM)
+    else:
+        vi, vm = formula.batch(req.seed, 0, VAL_IMAGES.get(profile.name, 64), size,
+                               stream=formula.VAL_STREAM, pretext=req.pretext)
+    val_images, val_targets = torch.from_numpy(vi), torch.from_numpy(vm)
+    score = pretext_accuracy if encoder_only else pretext_dsc
+    metric = "val_acc" if encoder_only else "val_dsc"
     deadline = None if req.minutes is None or req.steps is None else (
         time.monotonic() + req.minutes * 60)
-    net.train()
-    last_dsc = curve[-1]["val_dsc"] if curve else None
+    model.train()
+    last_dsc = score_of(curve[-1]) if curve else None
     with reporter.task(f"formula pretraining {info.name} ({profile.name})", total=total,
                        completed=step) as task:
         tick = started = time.perf_counter()
         done_here = 0
         while step < total:
-            loss_sum += _step(net, opt, recipe, req.seed, step, total, size, req.pretext)
+            loss_sum += _step(model, opt, recipe, req.seed, step, total, size, req.pretext,
+                              classes)
             loss_n += 1
             step += 1
             if step % val_every == 0 or step == total:
-                last_dsc = pretext_dsc(net, val_images, val_masks)
+                last_dsc = score(model, val_images, val_targets)
                 curve.append({"step": step, "loss": round(loss_sum / max(loss_n, 1), 5),
-                              "val_dsc": round(last_dsc, 5),
+                              metric: round(last_dsc, 5),
                               "seconds": round(seconds + time.perf_counter() - tick, 1)})
                 loss_sum, loss_n = 0.0, 0
             done_here += 1
             rate = done_here * recipe.batch_size / max(time.perf_counter() - started, 1e-9)
             task.advance(1, img_s=round(rate, 1), loss=round(loss_sum / max(loss_n, 1), 3)
-                         if loss_n else None, pretext_dsc=last_dsc)
+                         if loss_n else None, **{"pretext_acc" if encoder_only
+                                                 else "pretext_dsc": last_dsc})
             if step % every == 0 or step == total:
                 seconds += time.perf_counter() - tick
                 tick = time.perf_counter()
                 save_checkpoint(state_path, {
-                    "step": step, "total": total, "net": net.state_dict(),
+                    "step": step, "total": total, "net": model.state_dict(),
                     "opt": opt.state_dict(), "torch_rng": torch.get_rng_state(),
                     "curve": curve, "seconds": seconds, "loss_sum": loss_sum,
                     "loss_n": loss_n})
@@ -259,18 +302,21 @@ def pretrain(req: PretrainRequest, reporter: Reporter) -> PretrainOutcome:
                                  "command again to continue")
                     return PretrainOutcome(None, step, total, last_dsc, work)
     out_dir = req.out_dir or root
-    weights = _write_weights(out_dir, key, net, req, info, profile, hparams, recipe, total,
-                             curve, seconds)
+    state = finished_state(net) if encoder_only else net.state_dict()
+    weights = _write_weights(out_dir, key, net, state, req, info, profile, hparams, recipe,
+                             total, curve, seconds, classes if encoder_only else None)
     return PretrainOutcome(weights, step, total, last_dsc, work)
 
 
-def _write_weights(out_dir: Path, key: str, net: nn.Module, req: PretrainRequest, info: Any,
-                   profile: Profile, hparams: dict[str, Any], recipe: Recipe, total: int,
-                   curve: list[dict[str, Any]], seconds: float) -> Path:
-    """`<out>/<key>.pt` (the weights) and `<out>/<key>.json` (the manifest), atomically."""
+def _write_weights(out_dir: Path, key: str, net: nn.Module, net_state: dict[str, torch.Tensor],
+                   req: PretrainRequest, info: Any, profile: Profile, hparams: dict[str, Any],
+                   recipe: Recipe, total: int, curve: list[dict[str, Any]], seconds: float,
+                   classes: int | None) -> Path:
+    """`<out>/<key>.pt` (the weights) and `<out>/<key>.json` (the manifest), atomically;
+    `classes` is the category count of an encoder-only pretraining (None: the whole network)."""
     dtype = torch.float16 if req.half else torch.float32
     state = {k: (v.to(dtype) if v.is_floating_point() else v).clone()
-             for k, v in net.state_dict().items()}
+             for k, v in net_state.items()}
     payload = {"format": FILE_FORMAT, "arch_key": key, "steps": total, "seed": req.seed,
                "generator_version": formula.GENERATOR_VERSION, "pretext": req.pretext,
                "state_dict": state}
@@ -293,6 +339,10 @@ def _write_weights(out_dir: Path, key: str, net: nn.Module, req: PretrainRequest
         "hparams": {k: v for k, v in hparams.items() if k != "pretrained"},
         "num_parameters": sum(p.numel() for p in net.parameters()),
         "generator_version": formula.GENERATOR_VERSION, "pretext": req.pretext,
+        "trained": "whole network" if classes is None else (
+            f"encoder only ({classes}-way classification; decoder at its random init"
+            + (", Swin blocks mirrored from the encoder" if "layers_up.1.blocks.0.norm1.weight"
+               in net_state else "") + ")"),
         "steps": total, "seed": req.seed,
         "recipe": recipe.__dict__, "train_seconds": round(seconds, 1),
         "torch_threads": torch.get_num_threads(), "numerics": numerics.describe(),
@@ -341,7 +391,7 @@ def known_weights(cache_dir: Path | None, extra: list[Path]) -> list[dict[str, A
         rows.append({"arch_key": m.get("arch_key", "?"), "where": where, "path": str(path),
                      "method": m.get("method", "?"), "profile": m.get("profile", "?"),
                      "pretext": m.get("pretext", "shapes"), "steps": m.get("steps", "?"),
-                     "dsc": f"{curve[-1]['val_dsc']:.3f}" if curve else "-",
+                     "dsc": f"{score_of(curve[-1]):.3f}" if curve else "-",
                      "dtype": m.get("dtype", "?"), "sha256": m.get("sha256", ""),
                      "curve": curve})
     return rows
@@ -357,11 +407,11 @@ def plot_curves(rows: list[dict[str, Any]], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for row in rows:
         if row["curve"]:
-            ax.plot([p["step"] for p in row["curve"]], [p["val_dsc"] for p in row["curve"]],
+            ax.plot([p["step"] for p in row["curve"]], [score_of(p) for p in row["curve"]],
                     marker="o", markersize=3,
                     label=f"{row['method']} {row['profile']}, {row['pretext']} ({row['where']})")
     ax.set_xlabel("pretraining step (batch 8)")
-    ax.set_ylabel("held-out pretext DSC")
+    ax.set_ylabel("held-out pretext DSC (fractals: top-1 accuracy)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
