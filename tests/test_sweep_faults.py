@@ -138,3 +138,43 @@ def test_kill_9_at_any_moment_then_relaunch(concurrent: tuple[Path, list[str]],
         ref_cases, ref_weights = reference[run_id]
         pd.testing.assert_frame_equal(cases, ref_cases)
         assert all(torch.equal(weights[k], ref_weights[k]) for k in ref_weights)
+
+
+def _children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_workers_die_with_a_killed_sweep(concurrent: tuple[Path, list[str]], tmp_path: Path,
+                                         session_cache: Path) -> None:
+    """kill -9 of the sweep process alone (not its group) takes its worker with it: no orphan
+    keeps training, holding the job's lock and a core, and the relaunch finishes the work."""
+    results, log = tmp_path / "results", tmp_path / "sweep.log"
+    proc = _start(results, session_cache, log)
+    deadline = time.monotonic() + 600
+    while not (any(results.glob("runs/*/checkpoints/last.pt")) and _children(proc.pid)):
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    workers = _children(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        alive = [w for w in workers if Path(f"/proc/{w}").exists()
+                 and "Z" not in Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1][:3]]
+        time.sleep(0.1)
+    for w in alive:  # leave nothing behind even when the check fails
+        os.kill(w, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived their sweep"
+    _finish(_start(results, session_cache, log), log)
+    _check_sound(results, max_attempts=2)
+    assert sorted(_runs(results)) == sorted(_runs(concurrent[0]))

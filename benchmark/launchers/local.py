@@ -2,13 +2,17 @@
 
 Workers are spawned (not forked: torch and its thread pools do not survive a fork) and reused
 across jobs; each pins one GPU through CUDA_VISIBLE_DEVICES before torch touches CUDA, and on
-CPU splits the cores between workers so they do not oversubscribe them.
+CPU splits the cores between workers so they do not oversubscribe them. On Linux a worker dies
+with the sweep that spawned it (kill, kill -9, OOM): an orphan would keep its job's lock and
+its cores while the resumed sweep waits for them; the killed job resumes from its last epoch.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
@@ -35,8 +39,23 @@ def cpu_threads_per_worker(workers: int) -> int:
     return max(1, (cores or 1) // max(1, workers))
 
 
-def _init_worker(gpu_ids: Any, threads: int) -> None:
-    """Pin this worker to one GPU (from the shared queue) or to `threads` CPU threads."""
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel send this worker SIGTERM when its parent dies (PR_SET_PDEATHSIG);
+    exit at once if the parent is already gone. Elsewhere: nothing (no such call)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _init_worker(gpu_ids: Any, threads: int, parent: int) -> None:
+    """Die with the sweep; pin this worker to one GPU (from the shared queue) or to `threads`
+    CPU threads."""
+    _die_with_parent(parent)
     if gpu_ids is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_ids.get())
     import torch
@@ -79,7 +98,7 @@ class LocalLauncher(Launcher):
                 queue.put(g)
         threads = cpu_threads_per_worker(workers)
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(queue, threads)) as pool:
+                                 initargs=(queue, threads, os.getpid())) as pool:
             futures: dict[Future[Outcome], Any] = {pool.submit(_call, c): c for c in calls}
             try:
                 while futures:
