@@ -92,9 +92,9 @@ def test_textures_pretext_leaves_plain_shapes_out_of_the_target(
 def test_an_unknown_pretext_is_a_one_line_error(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     code = run_app(["pretrain", "--method", "swinunet", "--profile", "smoke", "--pretext",
-                    "fractals", "--cache-dir", str(tmp_path)])
+                    "imagenet", "--cache-dir", str(tmp_path)])
     err = " ".join(capsys.readouterr().err.split())
-    assert code == 2 and "--pretext must be one of shapes, regions, textures" in err
+    assert code == 2 and "--pretext must be one of shapes, regions, textures, fractals" in err
 
 
 def _pretrain(cache: Path, steps: int = 6, method: str = "swinunet", **kw: object) -> Path:
