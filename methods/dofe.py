@@ -26,7 +26,9 @@ classification is trivial and prototypes encode the transform, not a scanner); i
 prototypes from the running model during the last pre-training epoch instead of a separate pass
 of the frozen pre-trained model; ImageNet weights only at `paper` (DoFE starts from them;
 `pretrained=imagenet`: timm's own MobileNetV2 weights from the Hugging Face cache, its stem
-summed to one input channel by timm; smoke/quick: `none`, nothing is downloaded); the harness's
+summed to one input channel by timm); smoke/quick start from `formula`, the data-free weights
+of `bench pretrain` on the plain DeepLabv3+ (`DofePlain`: no injection, the pool left at zero),
+shipped in methods/pretrained/, as the offline stand-in for that ImageNet start; the harness's
 flips / rot90 instead of DoFE's RandomScaleCrop; weight decay 1e-3 (the harness protocol, paper
 4.1.3; the code uses none); 1 input channel; threshold 0.5; the head's output bias starts at
 the foreground prior (methods/networks/dofe_deeplab.py). The `quick` profile keeps the
@@ -67,7 +69,13 @@ from benchmark.registry import register_method
 from benchmark.valid import Valid
 from methods.augment import Inversion, PseudoDomain, PseudoDomainMethod, bezier_curves, identity
 from methods.base import CHANNELS_RANGE, LR_RANGE, WEIGHT_DECAY_RANGE, Batch
-from methods.networks.dofe_deeplab import DofeDeepLab
+from methods.networks.dofe_deeplab import DofeDeepLab, DofePlain
+from methods.networks.formula_weights import (
+    init_formula,
+    is_formula_file,
+    rebuild_command,
+    weights_for_config,
+)
 from methods.networks.timm_weights import (
     check_imagenet_available,
     create_pretrained,
@@ -80,12 +88,16 @@ from methods.networks.timm_weights import (
 ENCODERS = ("mobilenetv2_035", "mobilenetv2_050", "mobilenetv2_075", "mobilenetv2_100",
             "mobilenetv2_110d", "mobilenetv2_120d", "mobilenetv2_140")
 
-def init_dofe_encoder(network: DofeDeepLab, encoder: str, pretrained: Any) -> str:
+def init_dofe_encoder(network: DofeDeepLab, encoder: str, pretrained: Any,
+                      image_size: int) -> str:
     """Load ImageNet (or local-file) weights into the MobileNetV2 encoder through timm (same
-    features_only layout and 1-channel stem); returns run.json's `init` text."""
+    features_only layout and 1-channel stem), or formula weights into the whole plain network;
+    returns run.json's `init` text."""
     kind = init_kind(pretrained)
     if kind == "scratch":
         return "scratch"
+    if kind == "formula" or (kind == "file" and is_formula_file(str(pretrained))):
+        return init_formula(DofePlain(network), str(pretrained), image_size, "dofe")
     file = None if kind == "imagenet" else str(Path(str(pretrained)).expanduser())
     if file is not None and not Path(file).is_file():
         raise UserError(f"pretrained weights '{pretrained}': no such file")
@@ -116,6 +128,15 @@ def soft_domain_labels(domains: torch.Tensor, num_domains: int,
     others = others / others.sum(1, keepdim=True).clamp(min=1e-12) * (1.0 - true)[:, None]
     others[torch.arange(n), domains] = true
     return others
+
+
+def _network(hparams: dict[str, Any]) -> DofeDeepLab:
+    """DoFE's DeepLabv3+ with a pool of one prototype per pseudo-domain, at random init."""
+    return DofeDeepLab(
+        len(dofe_pseudo_domains()), encoder=str(hparams["encoder"]),
+        aspp_channels=int(hparams["aspp_channels"]), low_channels=int(hparams["low_channels"]),
+        head_channels=int(hparams["head_channels"]),
+        domain_before_dropout=bool(hparams["domain_before_dropout"]))
 
 
 @register_method("dofe", display_name="Dofe", group="P3",
@@ -157,28 +178,36 @@ class DofeMethod(PseudoDomainMethod):
             HParam("head_channels", {"smoke": 16, "quick": 48, "paper": 256}, None,
                    "segmentation head width (DoFE: 256)", valid=CHANNELS_RANGE),
             pretrained_hparam("timm's MobileNetV2 encoder weights",
-                              "a local timm state dict path"),
+                              "a local timm state dict path or formula weights file",
+                              formula=True),
         ]
 
     @classmethod
     def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
-        """ImageNet weights that cannot be had offline fail before any data is prepared."""
+        """ImageNet or formula weights that cannot be had offline fail before any data is
+        prepared."""
         super().check_config(hparams, profile)
-        if init_kind(hparams.get("pretrained")) == "imagenet":
+        kind = init_kind(hparams.get("pretrained"))
+        if kind == "imagenet":
             check_imagenet_available(str(hparams["encoder"]))
+        elif kind == "formula":
+            weights_for_config(cls, hparams, profile.image_size,
+                               rebuild_command(cls.name, profile.image_size))
+
+    @classmethod
+    def formula_network(cls, hparams: dict[str, Any], image_size: int) -> nn.Module:
+        """The plain DeepLabv3+ of DoFE's first stage (`DofePlain`), at random init: what
+        `bench pretrain` trains (the pool and the domain-code head take no part)."""
+        return DofePlain(_network(hparams))
 
     def __init__(self, hparams: dict[str, Any], device: torch.device, image_size: int,
                  amp: bool = False) -> None:
         super().__init__(hparams, device, image_size, amp)
         self.num_domains = len(self.pseudo_domains())
-        self.network = DofeDeepLab(
-            self.num_domains, encoder=str(self.hparams["encoder"]),
-            aspp_channels=int(self.hparams["aspp_channels"]),
-            low_channels=int(self.hparams["low_channels"]),
-            head_channels=int(self.hparams["head_channels"]),
-            domain_before_dropout=bool(self.hparams["domain_before_dropout"])).to(device)
+        self.network = _network(self.hparams)
         self.init = init_dofe_encoder(self.network, str(self.hparams["encoder"]),
-                                      self.hparams.get("pretrained", "none"))
+                                      self.hparams.get("pretrained", "none"), image_size)
+        self.network.to(device)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=float(self.hparams["lr"]),
                                           betas=(0.9, 0.99),
                                           weight_decay=float(self.hparams["weight_decay"]))

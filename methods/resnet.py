@@ -7,8 +7,11 @@ decoder, so we take the common choice: `smp.Unet` with a resnet34 encoder
 Dice, Adam with weight decay 1e-3 as in MLN-net 4.1.3) and only the architecture differs.
 Initialisation (`pretrained`): `imagenet` at `paper` (the torchvision ImageNet ResNet that smp's
 own `encoder_weights="imagenet"` uses, read through timm as `resnet34.tv_in1k` from the Hugging
-Face cache, see methods/networks/timm_weights.py); `none` at smoke/quick (nothing is
-downloaded); or a local state dict path (as `encoder_weights_path`, kept for old commands).
+Face cache, see methods/networks/timm_weights.py); `formula` at smoke/quick (the data-free
+weights of `bench pretrain`, shipped in methods/pretrained/: the offline stand-in for the
+ImageNet start, as for the Swin family; nothing is downloaded); `none` from scratch; or a local
+state dict path (an ImageNet encoder, as `encoder_weights_path`, kept for old commands) or a
+formula weights file.
 `paper` is the documented model (resnet34, decoder 256..16); `quick` uses
 resnet18 with the decoder halved (128..8, 12.45M), since a ResNet's widths are fixed by its
 definition and depth is the only knob: measured on 2 CPU threads at 128 px, batch 8, a step costs
@@ -31,6 +34,12 @@ from benchmark.registry import register_method
 from benchmark.valid import Valid
 from methods.base import SingleNetworkMethod
 from methods.losses import bce_dice_loss
+from methods.networks.formula_weights import (
+    init_formula,
+    is_formula_file,
+    rebuild_command,
+    weights_for_config,
+)
 from methods.networks.timm_weights import (
     check_imagenet_available,
     create_pretrained,
@@ -106,26 +115,37 @@ class ResnetMethod(SingleNetworkMethod):
                    "optional local ImageNet ResNet state dict (nothing is downloaded)",
                    valid=Valid.path()),
             pretrained_hparam("timm's <encoder>.tv_in1k encoder weights",
-                              "a local state dict path"),
+                              "a local state dict path or formula weights file", formula=True),
         ]
 
     @classmethod
     def check_config(cls, hparams: dict[str, Any], profile: Profile) -> None:
-        """ImageNet weights that cannot be had offline fail before any data is prepared."""
+        """ImageNet or formula weights that cannot be had offline fail before any data is
+        prepared."""
         super().check_config(hparams, profile)
-        if init_kind(hparams.get("pretrained")) == "imagenet":
+        kind = init_kind(hparams.get("pretrained"))
+        if kind == "imagenet":
             check_imagenet_available(f"{hparams['encoder']}.tv_in1k")
+        elif kind == "formula":
+            weights_for_config(cls, hparams, profile.image_size,
+                               rebuild_command(cls.name, profile.image_size))
 
-    def build_network(self) -> nn.Module:
-        encoder = str(self.hparams["encoder"])
+    @classmethod
+    def formula_network(cls, hparams: dict[str, Any], image_size: int) -> nn.Module:
+        """The smp.Unet these hparams describe, at random init: what `bench pretrain` trains."""
+        encoder = str(hparams["encoder"])
         if encoder not in ENCODERS:
             raise UserError(f"resnet: unknown encoder '{encoder}'; known: {', '.join(ENCODERS)}")
-        decoder = [int(c) for c in self.hparams["decoder_channels"]]
+        decoder = [int(c) for c in hparams["decoder_channels"]]
         if len(decoder) != 5 or min(decoder) < 1:
             raise UserError(f"resnet: decoder_channels must be 5 positive widths, got {decoder}")
         # The decoder's conv-BN-ReLU blocks are smp's default (decoder_use_norm="batchnorm").
-        net = smp.Unet(encoder_name=encoder, encoder_weights=None, in_channels=1, classes=1,
-                       decoder_channels=decoder)
+        return smp.Unet(encoder_name=encoder, encoder_weights=None, in_channels=1, classes=1,
+                        decoder_channels=decoder)
+
+    def build_network(self) -> nn.Module:
+        encoder = str(self.hparams["encoder"])
+        net = self.formula_network(self.hparams, self.image_size)
         if self.hparams.get("encoder_weights_path"):
             load_encoder_weights(net.encoder, self.hparams["encoder_weights_path"])
             self.init = f"file {Path(str(self.hparams['encoder_weights_path'])).name}"
@@ -135,6 +155,10 @@ class ResnetMethod(SingleNetworkMethod):
             state = create_pretrained(arch).state_dict()
             load_encoder_state(net.encoder, state, f"timm '{arch}'")
             self.init = f"imagenet (timm {arch})"
+        elif kind == "formula" or (kind == "file" and is_formula_file(
+                str(self.hparams["pretrained"]))):  # the whole network, strictly
+            self.init = init_formula(net, str(self.hparams["pretrained"]), self.image_size,
+                                     type(self).name)
         elif kind == "file":
             load_encoder_weights(net.encoder, str(self.hparams["pretrained"]))
             self.init = f"file {Path(str(self.hparams['pretrained'])).name}"

@@ -117,3 +117,15 @@ class DofeDeepLab(nn.Module):
         for k in torch.unique(domains).tolist():
             mean = pooled[domains == k].detach().mean(0)
             self.memory[k] = momentum * self.memory[k] + (1.0 - momentum) * mean
+
+
+class DofePlain(nn.Module):
+    """The plain DeepLabv3+ of DoFE's first stage: `net` without injection, logits only. What
+    `bench pretrain` trains and what formula weights are named after (the pool stays zero)."""
+
+    def __init__(self, net: DofeDeepLab) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, inject=False)[0]
