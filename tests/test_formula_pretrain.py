@@ -295,3 +295,23 @@ def test_list_pretrained_shows_cache_shipped_and_given_files_and_plots_them(
     assert own.stem in out and "cache" in out and "shipped" in out and "given" in out
     assert "textures" in out and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     assert run_app(["list", "pretrained", str(tmp_path / "nothing.pt")]) == 2
+
+
+def test_resnet_and_dofe_start_from_their_shipped_formula_weights(tmp_path: Path) -> None:
+    """Resnet's whole smp.Unet and DoFE's plain DeepLabv3+ come from the shipped smoke files;
+    DoFE's knowledge pool is left at zero for its own initialisation."""
+    from methods.dofe import DofeMethod
+    from methods.resnet import ResnetMethod
+
+    with using_cache(tmp_path):  # an empty cache: the shipped files are found
+        resnet = ResnetMethod(resolve_hparams(ResnetMethod.hparam_space(), "smoke"), CPU, 32)
+        dofe = DofeMethod(resolve_hparams(DofeMethod.hparam_space(), "smoke"), CPU, 32)
+    for method, prefix in ((resnet, ""), (dofe, "net.")):
+        assert method.init.startswith("formula (")
+        key = method.init.split("(")[1].split(",")[0]
+        shipped = torch.load(SHIPPED_DIR / f"{key}.pt", weights_only=True)["state_dict"]
+        own = method.network.state_dict()
+        assert {prefix + k for k in own} == set(shipped)
+        for k, v in own.items():
+            assert torch.equal(v, shipped[prefix + k].to(v.dtype)), k
+    assert not dofe.network.memory.any()

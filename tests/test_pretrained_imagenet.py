@@ -179,10 +179,11 @@ def test_imagenet_errors_name_the_problem() -> None:
 
 
 def test_paper_profile_defaults_to_imagenet_and_quick_stays_offline() -> None:
-    """Offline profiles: the Swin family starts from formula weights, Resnet and DoFE from
-    scratch (they take no formula weights yet); nothing is downloaded at smoke or quick."""
+    """Offline profiles: every method whose paper profile starts from ImageNet (the Swin
+    family, Resnet, DoFE) starts from formula weights; nothing is downloaded at smoke or
+    quick."""
     for cls, offline in ((SwinUnetMethod, "formula"), (MlnNet, "formula"),
-                         (ResnetMethod, "scratch"), (DofeMethod, "scratch")):
+                         (ResnetMethod, "formula"), (DofeMethod, "formula")):
         space = cls.hparam_space()
         assert resolve_hparams(space, "paper")["pretrained"] == "imagenet", cls
         assert init_kind(resolve_hparams(space, "quick")["pretrained"]) == offline, cls
