@@ -40,6 +40,9 @@ def pretrain(
              "best) | shapes (objects told by intensity) | textures (textured regions among "
              "plain shapes that are not targets) | fractals (encoder only: FractalDB-style "
              "classification of IFS categories)")] = "regions",
+    classes: Annotated[int | None, typer.Option(
+        help="fractals: the number of IFS categories (default 8 smoke, 16 quick, 1000 paper)")
+    ] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="override a method hparam that shapes the network: key=value")] = None,
     out_dir: Annotated[Path | None, typer.Option(
@@ -64,7 +67,8 @@ def pretrain(
     req = PretrainRequest(method=method, profile=profile, sets=list(set_ or []), steps=steps,
                           minutes=minutes, seed=seed, cache_dir=cache,
                           out_dir=out_dir.expanduser().absolute() if out_dir else None,
-                          half=half, checkpoint_every=checkpoint_every, pretext=pretext)
+                          half=half, checkpoint_every=checkpoint_every, pretext=pretext,
+                          classes=classes)
     outcome = do_pretrain(req, _reporter(no_progress))
     dsc = "-" if outcome.val_dsc is None else f"{outcome.val_dsc:.3f}"
     what = "accuracy" if pretext == "fractals" else "DSC"

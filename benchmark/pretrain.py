@@ -56,11 +56,12 @@ from methods.networks.formula_weights import (
 DEFAULT_STEPS = {"smoke": 300, "quick": 9_000, "paper": 40_000}
 VAL_IMAGES = {"smoke": 8, "quick": 64, "paper": 64}
 #: The encoder-only classification pretext (FractalDB-style) and its category counts per
-#: profile: FractalDB's 1,000 at paper; at quick 64, so that a CPU budget of a few thousand
-#: batches of 8 still shows each category hundreds of times.
+#: profile: FractalDB's 1,000 at paper; at quick 16, since at 64 neither the quick Swin-Unet
+#: (1,000 steps) nor the quick U-Net encoder (400 steps) left chance level at batch 8, while
+#: the U-Net reached 39 % top-1 on 8 categories in 400 steps (docs/guide/pretraining.md).
 FRACTALS = "fractals"
 PRETEXTS = (*formula.PRETEXTS, FRACTALS)
-CLASSES = {"smoke": 8, "quick": 64, "paper": 1000}
+CLASSES = {"smoke": 8, "quick": 16, "paper": 1000}
 VAL_FRACTALS = {"smoke": 16, "quick": 256, "paper": 1000}
 
 
@@ -99,6 +100,7 @@ class PretrainRequest:
     out_dir: Path | None = None  # default: <cache>/pretrained
     half: bool = False  # store float16 tensors (the shipped files)
     pretext: str = "regions"  # benchmark.formula.PRETEXTS; regions fine-tuned best (docs)
+    classes: int | None = None  # fractals: the category count (default: CLASSES[profile])
     checkpoint_every: int | None = None
 
 
@@ -235,13 +237,17 @@ def pretrain(req: PretrainRequest, reporter: Reporter) -> PretrainOutcome:
     size = profile.image_size
     key = arch_key(net, size)
     encoder_only = req.pretext == FRACTALS
-    classes = CLASSES.get(profile.name, CLASSES["quick"])
+    if req.classes is not None and (req.classes < 2 or not encoder_only):
+        raise UserError("bench pretrain: --classes takes a count of at least 2, with "
+                        "--pretext fractals only")
+    classes = req.classes or CLASSES.get(profile.name, CLASSES["quick"])
     model = EncoderClassifier(net, classes, info.name) if encoder_only else net
     recipe = Recipe()
     root = cache_weights_dir(req.cache_dir)
     work_root = root / "work"
     total = _planned_total(req, work_root, key, model, recipe, size, classes)
-    work = work_root / f"{key}{_tag(req.pretext)}-s{req.seed}-n{total}"
+    tag = _tag(req.pretext) + (f"{classes}" if encoder_only else "")
+    work = work_root / f"{key}{tag}-s{req.seed}-n{total}"
     state_path = work / "state.pt"
     opt = _optimizer(model, recipe)
     every = req.checkpoint_every or max(1, min(200, total // 20 or 1))
@@ -324,6 +330,8 @@ def _write_weights(out_dir: Path, key: str, net: nn.Module, net_state: dict[str,
     atomic_write(path, lambda fh: torch.save(payload, fh))
     args = [f"--pretext {req.pretext}", *(f"--set {shlex.quote(s)}"
                                            for s in _without_init(req.sets))]
+    if req.classes is not None:
+        args.append(f"--classes {req.classes}")
     if req.half:
         args.append("--half")
     if req.out_dir is not None:
