@@ -22,10 +22,14 @@ FROC_RATES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def cost_table(got: Collected) -> pd.DataFrame:
-    """One row per (data kind, profile, method, source): params, train s, infer ms, memory."""
+    """One row per (data kind, profile, method, source): params, train s, infer ms, memory.
+    Only the runs the tables show count: an older code version's or a losing trial's cost
+    would otherwise mix into the row's mean."""
     recs = []
     for rid, info in got.runs.items():
         choice = got.choices.get(rid)  # its row label: display name [+ configuration]
+        if choice is not None and choice.shown.startswith("no"):
+            continue
         recs.append({"run_id": rid, "data_kind": info.get("data_kind", "?"),
                      "profile": info["profile"], "method": choice.label if choice else
                      info.get("method_display", info["method"]),

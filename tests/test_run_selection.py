@@ -94,6 +94,8 @@ def test_code_versions_never_mix_in_a_cell(tmp_path: Path) -> None:
     got = collect(store)
     assert set(got.cases["run_id"]) == {"new-s1"}
     assert got.choices["old-s0"].shown.startswith("no: an older code")
+    costs = cost_table(got)  # the cost row counts the shown run only
+    assert costs["runs"].tolist() == [1]
 
 
 def _reevaluate(store: ResultsStore, run_id: str, key: str, dsc: float, finished: str) -> None:
