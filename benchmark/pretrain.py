@@ -330,8 +330,8 @@ def _write_weights(out_dir: Path, key: str, net: nn.Module, net_state: dict[str,
     atomic_write(path, lambda fh: torch.save(payload, fh))
     args = [f"--pretext {req.pretext}", *(f"--set {shlex.quote(s)}"
                                            for s in _without_init(req.sets))]
-    if req.classes is not None:
-        args.append(f"--classes {req.classes}")
+    if classes is not None:  # spelled out, so a later change of the default cannot move it
+        args.append(f"--classes {classes}")
     if req.half:
         args.append("--half")
     if req.out_dir is not None:
@@ -351,6 +351,7 @@ def _write_weights(out_dir: Path, key: str, net: nn.Module, net_state: dict[str,
             f"encoder only ({classes}-way classification; decoder at its random init"
             + (", Swin blocks mirrored from the encoder" if "layers_up.1.blocks.0.norm1.weight"
                in net_state else "") + ")"),
+        **({} if classes is None else {"classes": classes}),
         "steps": total, "seed": req.seed,
         "recipe": recipe.__dict__, "train_seconds": round(seconds, 1),
         "torch_threads": torch.get_num_threads(), "numerics": numerics.describe(),

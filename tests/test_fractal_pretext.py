@@ -79,6 +79,8 @@ def test_encoder_only_pretraining_trains_the_encoder_and_mirrors_swin_blocks(
     manifest = json.loads(weights.with_suffix(".json").read_text())
     assert manifest["pretext"] == "fractals" and manifest["trained"].startswith("encoder only")
     assert all(0.0 <= p["val_acc"] <= 1.0 for p in manifest["curve"])
+    # the category count is recorded and spelled out in the rebuild command (smoke: 8)
+    assert manifest["classes"] == 8 and "--classes 8" in manifest["rebuild"]
     assert not any(k.startswith("head.") for k in state)  # the classifier is dropped
     hp = resolve_hparams(SwinUnetMethod.hparam_space(), "smoke")
     torch.manual_seed(seed_hash(0, "formula-init"))  # the init bench pretrain starts from
