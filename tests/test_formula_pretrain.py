@@ -315,3 +315,21 @@ def test_resnet_and_dofe_start_from_their_shipped_formula_weights(tmp_path: Path
         for k, v in own.items():
             assert torch.equal(v, shipped[prefix + k].to(v.dtype)), k
     assert not dofe.network.memory.any()
+
+
+def test_every_formula_default_finds_its_shipped_weights(tmp_path: Path) -> None:
+    """A method whose smoke or quick default is pretrained=formula runs from a clean checkout:
+    its weights file is in the repository (an empty cache, so only the shipped files count)."""
+    from benchmark.config import get_profile
+    from benchmark.registry import METHODS
+
+    found = []
+    with using_cache(tmp_path):
+        for name, info in sorted(METHODS.all().items()):
+            for profile in ("smoke", "quick"):
+                hp = resolve_hparams(info.cls.hparam_space(), profile)
+                if hp.get("pretrained") == "formula":
+                    info.cls.check_config(hp, get_profile(profile))  # raises when missing
+                    found.append((name, profile))
+    assert {("swinunet", "quick"), ("mlnnet", "smoke"), ("resnet", "quick"),
+            ("dofe", "quick"), ("dofe", "smoke")} <= set(found)
