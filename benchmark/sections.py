@@ -26,10 +26,11 @@ def cost_table(got: Collected) -> pd.DataFrame:
     Only the runs the tables show count: an older code version's or a losing trial's cost
     would otherwise mix into the row's mean."""
     recs = []
+    shown = set(got.cases["run_id"]) if "run_id" in got.cases else set()
     for rid, info in got.runs.items():
-        choice = got.choices.get(rid)  # its row label: display name [+ configuration]
-        if choice is not None and choice.shown.startswith("no"):
+        if rid not in shown:  # left out by run selection
             continue
+        choice = got.choices.get(rid)  # its row label: display name [+ configuration]
         recs.append({"run_id": rid, "data_kind": info.get("data_kind", "?"),
                      "profile": info["profile"], "method": choice.label if choice else
                      info.get("method_display", info["method"]),

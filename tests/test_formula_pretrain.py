@@ -18,10 +18,11 @@ import torch
 
 from benchmark import formula
 from benchmark.cli import run_app
-from benchmark.config import resolve_hparams
+from benchmark.config import get_profile, resolve_hparams
 from benchmark.errors import UserError
 from benchmark.pretrain import PretrainRequest, pretrain
 from benchmark.progress import NullReporter
+from benchmark.registry import METHODS
 from methods.mlnnet import MlnNet
 from methods.networks.formula_weights import (
     SHIPPED_DIR,
@@ -320,9 +321,6 @@ def test_resnet_and_dofe_start_from_their_shipped_formula_weights(tmp_path: Path
 def test_every_formula_default_finds_its_shipped_weights(tmp_path: Path) -> None:
     """A method whose smoke or quick default is pretrained=formula runs from a clean checkout:
     its weights file is in the repository (an empty cache, so only the shipped files count)."""
-    from benchmark.config import get_profile
-    from benchmark.registry import METHODS
-
     found = []
     with using_cache(tmp_path):
         for name, info in sorted(METHODS.all().items()):
