@@ -51,6 +51,8 @@ from methods.networks.formula_weights import (
     sha256_file,
 )
 
+#: Seconds of steps timed to plan a --minutes run (after two warm-up steps).
+SPEED_SAMPLE_S = 3.0
 #: Total steps when neither --steps nor --minutes is given (smoke: seconds; quick: ~70 min on
 #: one CPU thread; paper: a GPU budget).
 DEFAULT_STEPS = {"smoke": 300, "quick": 9_000, "paper": 40_000}
@@ -211,10 +213,14 @@ def _planned_total(req: PretrainRequest, work_root: Path, key: str, net: nn.Modu
     probe = copy.deepcopy(net)
     opt = _optimizer(probe, recipe)
     rng = torch.get_rng_state()
-    _step(probe, opt, recipe, req.seed, 0, 100, size, req.pretext, classes)  # allocations
-    start, n = time.perf_counter(), 3
-    for i in range(n):
+    for i in range(2):  # allocations and kernel caches: the first steps run slower
         _step(probe, opt, recipe, req.seed, i, 100, size, req.pretext, classes)
+    # Time at least 3 steps and 3 s: a 3-step sample once planned 2.1 steps/s for a run that
+    # then went at 3.6.
+    start, n = time.perf_counter(), 0
+    while n < 3 or (time.perf_counter() - start < SPEED_SAMPLE_S and n < 200):
+        _step(probe, opt, recipe, req.seed, n, 100, size, req.pretext, classes)
+        n += 1
     rate = n / (time.perf_counter() - start)
     torch.set_rng_state(rng)  # the probe's drop-path draws leave no trace in the real run
     steps = max(1, int(req.minutes * 60 * rate))
