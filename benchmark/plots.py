@@ -21,7 +21,8 @@ from benchmark.io import atomic_write
 from benchmark.sections import froc_for
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Lay out, write atomically as a 110-dpi PNG (a killed run leaves no half file), close."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
@@ -48,7 +49,7 @@ def heatmap(cases: pd.DataFrame, path: Path, metric: str = "DSC") -> Path | None
     sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis_r" if metric in ("HD", "ASD")
                 else "viridis", ax=ax, cbar_kws={"label": metric})
     ax.set(xlabel="source → target", ylabel="", title=f"{metric} (mean over images)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def distributions(cases: pd.DataFrame, path: Path, metric: str = "DSC") -> Path | None:
@@ -64,7 +65,7 @@ def distributions(cases: pd.DataFrame, path: Path, metric: str = "DSC") -> Path 
     sns.stripplot(data=frame, x="value", y="method_display", hue="pairing", dodge=True,
                   size=3, alpha=0.7, jitter=0.2, ax=ax, legend=False)
     ax.set(xlabel=f"{metric} per image", ylabel="", title=f"{metric} per test image")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def generalisation_gap(cases: pd.DataFrame, path: Path, metric: str = "DSC") -> Path | None:
@@ -81,7 +82,7 @@ def generalisation_gap(cases: pd.DataFrame, path: Path, metric: str = "DSC") -> 
     sns.barplot(data=means, x="value", y="row", hue="evaluated on", ax=ax)
     ax.set(xlabel=f"mean {metric}", ylabel="method (trained on)",
            title="Generalisation gap: source test vs each target")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def froc_plot(got: Collected, cases: pd.DataFrame, path: Path) -> Path | None:
@@ -119,7 +120,7 @@ def froc_plot(got: Collected, cases: pd.DataFrame, path: Path) -> Path | None:
         return None
     axes[0][0].set_ylabel("lesion sensitivity")
     axes[0][-1].legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def all_plots(got: Collected, out_dir: Path, kind: str, profile: str) -> dict[str, Path]:

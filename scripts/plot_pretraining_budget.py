@@ -12,12 +12,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-
 import matplotlib.pyplot as plt
 import pandas as pd
+
+from benchmark.plots import save_figure  # sets the Agg backend; atomic PNG writes
 
 ROOT = Path(__file__).resolve().parents[1]
 CSV = ROOT / "docs" / "data" / "pretraining-budget.csv"
@@ -63,11 +61,7 @@ def draw(frame: pd.DataFrame, out: Path) -> Path:
         ax.legend(fontsize=7, loc="best")
     fig.suptitle("Swin-Unet (quick, seed 0): fine-tuned validation DSC against formula "
                  "pretraining\nfilled: whole run; hollow: checkpoint of a longer run", fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def main(argv: list[str]) -> None:
